@@ -49,7 +49,7 @@ class HazeParams:
 
 def sample_haze(rng: np.random.Generator, spec: HazeSpec = HazeSpec()) -> HazeParams:
     beta, level = spec.draw("beta", rng), spec.draw("airlight", rng)
-    airlight = tuple(float(np.clip(level + spec.draw("tint", rng), 0.0, 1.0)) for _ in range(3))
+    airlight = tuple(min(max(level + spec.draw("tint", rng), 0.0), 1.0) for _ in range(3))
     return HazeParams(
         beta=beta, airlight=airlight, depth=spec.draw("depth", rng), max_depth=spec.draw("max_depth", rng),
         horizon=spec.draw("horizon", rng), seed=draw_seed(rng),
@@ -109,7 +109,7 @@ def apply_haze(image: np.ndarray, params: HazeParams, depth: np.ndarray | None =
         distance = cap_depth(image)
     else:
         distance = position_depth(height, width, params.horizon, params.seed)
-    transmission = np.exp(np.float32(-params.beta) * np.minimum(distance, np.float32(params.max_depth)))
+    transmission = cv2.exp(cv2.min(distance, params.max_depth) * np.float32(-params.beta))
     airlight = (*params.airlight, 0.0)  # an OpenCV scalar: one value per channel
     # J t + A (1 - t) = A + (J - A) t; the result stays in [0, 1] as a convex combination.
     return cv2.add(cv2.subtract(image, airlight) * expand(transmission), airlight)

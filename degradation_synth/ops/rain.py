@@ -60,24 +60,25 @@ def sample_rain(rng: np.random.Generator, spec: RainSpec = RainSpec()) -> RainPa
 
 def streak_layer(height: int, width: int, density: float, length: float, line_width: int,
                  angle: float, blur: float, seed: int) -> np.ndarray:
-    """The streak mask, (H, W) float32 in [0, 1]."""
+    """The streak mask, (H, W) float32 in [0, 1], quantised to 8 bits."""
     rng = np.random.default_rng(seed)
     count = int(round(density * height * width / 1000.0))
     layer = np.zeros((height, width), np.uint8)
     if count:
         # Centres cover a margin around the image so that streaks enter across the borders.
         margin = length / 2
-        centre = rng.uniform((-margin, -margin), (width + margin, height + margin), (count, 2))
-        half = length * rng.uniform(0.35, 0.5, count)
+        uniform = rng.random((count, 3))
+        centre_x = uniform[:, 0] * (width + length) - margin
+        centre_y = uniform[:, 1] * (height + length) - margin
+        half = length * (0.35 + 0.15 * uniform[:, 2])
         theta = np.deg2rad(angle + rng.normal(0.0, 2.0, count))
-        offset = np.stack([np.sin(theta) * half, np.cos(theta) * half], axis=1)
-        ends = np.stack([centre - offset, centre + offset], axis=1)  # (count, 2 ends, xy)
+        dx, dy = np.sin(theta) * half, np.cos(theta) * half
+        ends = np.stack([centre_x - dx, centre_y - dy, centre_x + dx, centre_y + dy], axis=1).reshape(count, 2, 2)
         ends = np.round(ends * (1 << _SUBPIXEL_BITS)).astype(np.int32)
         cv2.polylines(layer, ends, False, 255, thickness=line_width, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
-    streaks = layer.astype(np.float32) * np.float32(1.0 / 255.0)
     if blur > 0:
-        streaks = cv2.GaussianBlur(streaks, (0, 0), blur)
-    return streaks
+        layer = cv2.GaussianBlur(layer, (0, 0), blur)  # on 8 bits, like the field's rain masks: 3x faster
+    return np.multiply(layer, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def apply_rain(image: np.ndarray, params: RainParams) -> np.ndarray:

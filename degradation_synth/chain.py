@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from .image import check_rgb_uint8, to_float, to_uint8
 from .kinds import DegradationKind
 from .ops import OPS
+from .ops.haze import check_depth
 from .recipes import Recipe, get_recipe
 
 RECORD_FORMAT = 1
@@ -39,6 +41,8 @@ def degrade(clean: np.ndarray, recipe: str | Recipe, rng: np.random.Generator, *
         ValueError: for a bad image, depth map or unknown recipe name.
     """
     check_rgb_uint8(clean, "clean")
+    if depth is not None:
+        depth = check_depth(depth, clean.shape)
     recipe = get_recipe(recipe)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy Generator (see degradation_synth.rng_for), got {type(rng).__name__}")
@@ -67,9 +71,33 @@ def replay(clean: np.ndarray, record: dict[str, Any], *, depth: np.ndarray | Non
     for index, step in enumerate(record["steps"]):
         try:
             kind = DegradationKind(step["kind"])
-            fields = {key: tuple(value) if isinstance(value, list) else value for key, value in step["params"].items()}
-            params = OPS[kind].params(**fields)
+            params = _params_from_record(OPS[kind].params, step["params"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"record step {index} is malformed: {err}") from None
         image = _apply(kind, image, params, depth)
     return to_uint8(image)
+
+
+def _params_from_record(params_type: type, fields: Any) -> Any:
+    """Rebuild a params dataclass from its JSON form, checking every value's type."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"params must be a mapping, got {type(fields).__name__}")
+    hints = typing.get_type_hints(params_type)
+    unknown = sorted(set(fields) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r}")
+    return params_type(**{name: _checked(name, value, hints[name]) for name, value in fields.items()})
+
+
+_ACCEPTED = {float: (int, float), int: (int,), str: (str,)}
+
+
+def _checked(name: str, value: Any, expected: Any) -> Any:
+    if typing.get_origin(expected) is tuple:  # fixed-length tuples are lists in JSON
+        items = typing.get_args(expected)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ValueError(f"{name} must be a list of {len(items)} values, got {value!r}")
+        return tuple(_checked(name, item, item_type) for item, item_type in zip(value, items))
+    if isinstance(value, bool) or not isinstance(value, _ACCEPTED[expected]):
+        raise ValueError(f"{name} must be {expected.__name__}, got {value!r}")
+    return value

@@ -15,30 +15,32 @@ import numpy as np
 SeedId = int | str | bytes
 
 
-def _id_word(value: SeedId) -> int:
+def _encode(value: SeedId) -> bytes:
+    """A type-tagged, length-prefixed encoding, so that distinct argument lists never coincide."""
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str, bytes)):
-        raise ValueError(f"seed ids must be int, str or bytes, got {type(value).__name__}")
+        raise ValueError(f"seed and ids must be int, str or bytes, got {type(value).__name__}")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"seed ids must be non-negative, got {value}")
-        return value
-    data = value.encode() if isinstance(value, str) else value
-    # Hash text to a stable 64-bit word (Python's hash() differs between processes).
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+            raise ValueError(f"seed and ids must be non-negative, got {value}")
+        tag, data = b"i", value.to_bytes((value.bit_length() + 7) // 8, "little")
+    else:
+        tag, data = (b"s", value.encode()) if isinstance(value, str) else (b"b", value)
+    return tag + len(data).to_bytes(8, "little") + data
 
 
 def rng_for(seed: int, *ids: SeedId) -> np.random.Generator:
     """A generator that is a pure function of ``seed`` and ``ids`` (ints >= 0, str or bytes).
 
-    ``rng_for(7, "photo-3", 2, "haze")`` gives the same stream in any process, on any worker.
-    Raises ``ValueError`` for negative or non-integer/str/bytes arguments.
+    ``rng_for(7, "photo-3", 2, "haze")`` gives the same stream in any process, on any worker; any two
+    different argument lists give different streams (``(s, 5)``, ``(s, "5")`` and ``(s, 5, 0)`` differ).
+    Raises ``ValueError`` for negative numbers or other types.
     """
-    # The count of ids is mixed in so that (s, 1) and (s, 1, 0) differ; strings are tagged
-    # apart from ints so that (s, 5) and (s, "5") differ too.
-    words = [_id_word(seed), len(ids)]
-    for value in ids:
-        words += [0 if isinstance(value, int) else 1, _id_word(value)]
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
+    # Hash a canonical encoding rather than handing the ints to SeedSequence directly: it splits
+    # ints into a variable number of 32-bit words and zero-pads, so (2**32 + s,) == (s, 0) there.
+    digest = hashlib.blake2b(b"".join(_encode(value) for value in (seed, *ids)), digest_size=16).digest()
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int.from_bytes(digest, "little"))))
 
 
 def draw_seed(rng: np.random.Generator) -> int:

@@ -68,7 +68,9 @@ class LogUniform:
 
     def draw(self, rng: np.random.Generator, integer: bool = False) -> Any:
         value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return int(round(value)) if integer else float(value)
+        if integer:  # rounding must not step outside the range
+            return min(max(round(value), math.ceil(self.low)), math.floor(self.high))
+        return float(value)
 
     def support(self) -> tuple:
         return (self.low, self.high)
@@ -169,6 +171,11 @@ class Spec:
 
 
 def _check_support(dist: Dist, meta: Any, where: str) -> None:
+    if meta.get("integer"):
+        if isinstance(dist, (Uniform, LogUniform)) and math.ceil(dist.low) > math.floor(dist.high):
+            raise ValueError(f"{where}: [{dist.low}, {dist.high}] holds no integer")
+        if isinstance(dist, (Fixed, Choice)) and not all(_is_integral(value) for value in dist.support()):
+            raise ValueError(f"{where}: expected whole numbers, got {list(dist.support())}")
     options = meta.get("options")
     for value in dist.support():
         if options is not None:
@@ -180,3 +187,14 @@ def _check_support(dist: Dist, meta: Any, where: str) -> None:
         low, high = meta.get("low"), meta.get("high")
         if (low is not None and value < low) or (high is not None and value > high) or math.isnan(value):
             raise ValueError(f"{where}: {value} is outside the allowed range [{low}, {high}]")
+
+
+def _is_integral(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+
+
+def check_option(value: Any, spec: type[Spec], name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of the options of ``spec``'s field ``name``."""
+    options = spec.__dataclass_fields__[name].metadata["options"]
+    if value not in options:
+        raise ValueError(f"{spec.kind}.{name}: {value!r} is not one of {', '.join(options)}")

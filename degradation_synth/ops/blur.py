@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..seeding import draw_seed
-from ..spec import Fixed, Spec, Uniform, param
+from ..spec import Fixed, Spec, Uniform, check_option, param
 
 _TRAJECTORY_STEPS = 200
 _IMPULSE_LEVELS = (0.01, 0.009, 0.008, 0.007, 0.005, 0.003, 0.002, 0.001)
@@ -46,6 +46,9 @@ class BlurParams:
     theta: float
     radius: float
     seed: int
+
+    def __post_init__(self) -> None:
+        check_option(self.kernel, BlurSpec, "kernel")
 
 
 def sample_blur(rng: np.random.Generator, spec: BlurSpec = BlurSpec()) -> BlurParams:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..image import expand
 from ..seeding import draw_seed
-from ..spec import Fixed, Spec, Uniform, param
+from ..spec import Fixed, Spec, Uniform, check_option, param
 
 _THUMB = 64
 
@@ -45,6 +45,9 @@ class HazeParams:
     max_depth: float
     horizon: float
     seed: int
+
+    def __post_init__(self) -> None:
+        check_option(self.depth, HazeSpec, "depth")
 
 
 def sample_haze(rng: np.random.Generator, spec: HazeSpec = HazeSpec()) -> HazeParams:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..image import expand, power
 from ..seeding import draw_seed, gaussian_field
-from ..spec import Fixed, LogUniform, Spec, Uniform, param
+from ..spec import Fixed, LogUniform, Spec, Uniform, check_option, param
 from .noise import GAMMA, add_linear_noise, sample_read_variance
 
 
@@ -43,6 +43,9 @@ class LowLightParams:
     read: float
     sigma: float
     seed: int
+
+    def __post_init__(self) -> None:
+        check_option(self.model, LowLightSpec, "model")
 
 
 def sample_low_light(rng: np.random.Generator, spec: LowLightSpec = LowLightSpec()) -> LowLightParams:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..image import power
 from ..seeding import draw_seed, gaussian_field
-from ..spec import Choice, Fixed, LogUniform, Spec, param
+from ..spec import Choice, Fixed, LogUniform, Spec, check_option, param
 
 GAMMA = 2.2
 
@@ -43,6 +43,9 @@ class NoiseParams:
     shot: float  # shot-noise gain in linear light (poisson_gaussian model)
     read: float  # read-noise variance in linear light (poisson_gaussian model)
     seed: int
+
+    def __post_init__(self) -> None:
+        check_option(self.model, NoiseSpec, "model")
 
 
 def sample_read_variance(rng: np.random.Generator, shot: float) -> float:

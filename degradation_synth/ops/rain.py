@@ -21,7 +21,7 @@ import numpy as np
 
 from ..image import expand
 from ..seeding import draw_seed
-from ..spec import Choice, Fixed, Spec, Uniform, param
+from ..spec import Choice, Fixed, Spec, Uniform, check_option, param
 
 _SUBPIXEL_BITS = 4
 
@@ -52,6 +52,9 @@ class RainParams:
     veil: float
     veil_light: float
     seed: int
+
+    def __post_init__(self) -> None:
+        check_option(self.blend, RainSpec, "blend")
 
 
 def sample_rain(rng: np.random.Generator, spec: RainSpec = RainSpec()) -> RainParams:

@@ -12,6 +12,7 @@ with the same parameter distributions and order as ``cdd11/low_haze_rain``, in t
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import sys
@@ -92,10 +93,26 @@ def reference_composite(clean: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
 # --- driver ----------------------------------------------------------------------------------
 
-def run(recipes: list[str], sizes: list[int], seconds: float, repeats: int, reference: bool) -> None:
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(limit: int = 256 << 20) -> bool:
+    """Ask glibc to keep freed blocks up to ``limit`` bytes in the process instead of returning them
+    to the OS. Image-sized temporaries are then reused rather than page-faulted in afresh, which
+    costs up to 15x on virtual machines with expensive page faults (docs/benchmarks.md).
+    Equivalent to starting with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set. Returns
+    False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
+    except (OSError, AttributeError):
+        return False
+
+
+def run(recipes: list[str], sizes: list[int], seconds: float, repeats: int, reference: bool, allocator: str) -> None:
     photos = list(load_sample_photos().values())
-    print(f"# degradation_synth bench: {platform.processor() or platform.machine()}, "
-          f"{time.strftime('%Y-%m-%d')}, one core, {seconds:g}s x {repeats} windows (best)")
+    print(f"# degradation_synth bench: {_cpu_name()}, {time.strftime('%Y-%m-%d')}, one core, "
+          f"{seconds:g}s x {repeats} windows (best), allocator: {allocator}")
     print(f"\n| recipe | {' | '.join(f'{s}² pairs/s' for s in sizes)} |")
     print(f"|---|{'---:|' * len(sizes)}")
     tiles = {size: [square_tile(photo, size) for photo in photos] for size in sizes}
@@ -115,6 +132,14 @@ def run(recipes: list[str], sizes: list[int], seconds: float, repeats: int, refe
             print(f"| {size}² | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x |", flush=True)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m degradation_synth.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin to (Linux)")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the straightforward reference comparison")
+    parser.add_argument("--default-malloc", dest="tune_malloc", action="store_false",
+                        help="leave glibc's malloc thresholds at their defaults (see keep_freed_memory)")
     args = parser.parse_args(argv)
     for name in args.recipes:
         get_recipe(name)  # fail before timing anything
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.core})
     cv2.setNumThreads(1)
-    run(args.recipes, args.sizes, args.seconds, args.repeats, args.reference)
+    allocator = "glibc, freed memory kept" if args.tune_malloc and keep_freed_memory() else "default"
+    run(args.recipes, args.sizes, args.seconds, args.repeats, args.reference, allocator)
     return 0
 
 

@@ -68,12 +68,15 @@ def as_rgb_uint8(image: np.ndarray, background: int = 255) -> np.ndarray:
 
 def to_float(image: np.ndarray) -> np.ndarray:
     """uint8 [0, 255] -> float32 [0, 1]."""
-    return image.astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float32 [0, 1] -> uint8, clipped and rounded to nearest (the chain's single quantisation)."""
-    return np.clip(image * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    scaled = np.multiply(image, np.float32(255.0))  # one temporary, updated in place
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def expand(plane: np.ndarray) -> np.ndarray:

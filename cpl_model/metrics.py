@@ -1,0 +1,65 @@
+"""PSNR and SSIM per image, on RGB or on the luma (Y) channel, the field's protocols:
+
+- RGB (PromptIR / AdaIR): images clipped to [0, 1], ``data_range=1``, scikit-image's
+  ``peak_signal_noise_ratio`` and ``structural_similarity`` defaults (7x7 uniform window, sample
+  covariance, K1 = 0.01, K2 = 0.03, channels averaged, borders of half a window excluded).
+- Y (BasicSR): ITU-R BT.601 luma ``16 + 65.481 R + 128.553 G + 24.966 B`` (on 0-255), same SSIM.
+
+Both agree with scikit-image to float precision (tests/cpl_model/test_metrics.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_WINDOW = 7
+_K1, _K2 = 0.01, 0.03
+_BT601 = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
+def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) BT.601 luma in [16/255, 235/255]."""
+    weights = image.new_tensor(_BT601).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True) + 16.0 / 255.0
+
+
+def psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) PSNR in dB of images in [0, 1] (inputs are clipped first)."""
+    mse = (restored.clamp(0, 1).double() - target.clamp(0, 1).double()).pow(2).flatten(1).mean(dim=1)
+    return (10.0 * torch.log10(1.0 / mse)).float()  # inf for identical images, as scikit-image
+
+
+def ssim(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) mean SSIM over channels and valid windows, of images in [0, 1] (clipped first).
+
+    Raises:
+        ValueError: for images smaller than the 7x7 window, as scikit-image does.
+    """
+    if min(restored.shape[-2:]) < _WINDOW:
+        raise ValueError(f"SSIM needs images of at least {_WINDOW}x{_WINDOW}, got {tuple(restored.shape[-2:])}")
+    x, y = restored.clamp(0, 1).double(), target.clamp(0, 1).double()
+    channels = x.shape[1]
+    # The uniform filter over valid windows only equals scikit-image's reflect-filtered map with
+    # its (window - 1) / 2 border cropped away.
+    mean = lambda t: F.avg_pool2d(t, _WINDOW, stride=1)  # noqa: E731
+    mu_x, mu_y = mean(x), mean(y)
+    cov_norm = _WINDOW**2 / (_WINDOW**2 - 1)  # sample covariance
+    var_x = cov_norm * (mean(x * x) - mu_x * mu_x)
+    var_y = cov_norm * (mean(y * y) - mu_y * mu_y)
+    cov_xy = cov_norm * (mean(x * y) - mu_x * mu_y)
+    c1, c2 = _K1**2, _K2**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.reshape(len(x), channels, -1).mean(dim=2).mean(dim=1).float()
+
+
+def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image ``psnr``, ``ssim`` (RGB) and ``psnr_y``, ``ssim_y`` (luma), each (B,)."""
+    restored, target = restored.detach(), target.detach()
+    y_restored, y_target = rgb_to_y(restored.clamp(0, 1)), rgb_to_y(target.clamp(0, 1))
+    return {
+        "psnr": psnr(restored, target),
+        "ssim": ssim(restored, target),
+        "psnr_y": psnr(y_restored, y_target),
+        "ssim_y": ssim(y_restored, y_target),
+    }

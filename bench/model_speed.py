@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import cpl_model
 from cpl_model import CPRConfig, LossConfig, RestorationLoss, training_step
 from cpl_model.blocks import LayerNorm2d
+from degradation_synth.bench import keep_freed_memory
 
 
 class TokenLayerNorm(nn.Module):
@@ -38,7 +39,7 @@ class TokenLayerNorm(nn.Module):
         mean = tokens.mean(-1, keepdim=True)
         var = tokens.var(-1, keepdim=True, unbiased=False)
         tokens = (tokens - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
-        return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+        return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)  # a view, as PromptIR's to_4d
 
 
 def promptir_style(model: nn.Module) -> nn.Module:
@@ -85,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the PromptIR-style comparison of the full preset")
+    parser.add_argument("--default-malloc", dest="tune_malloc", action="store_false",
+                        help="leave glibc's malloc thresholds at their defaults")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    allocator = "glibc, freed memory kept" if args.tune_malloc and keep_freed_memory() else "default"
     print(f"# cpl_model speed: torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, "
-          f"batch {args.batch} x {args.size}², AdamW, median of {args.steps} steps")
+          f"batch {args.batch} x {args.size}², AdamW, median of {args.steps} steps, allocator: {allocator}")
     print("\n| preset | params | GMACs/sample (fwd) | s/sample, no CPR | s/sample, CPR (1 negative) | CPR cost |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.presets:

@@ -30,6 +30,12 @@ def psnr(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (10.0 * torch.log10(1.0 / mse)).float()  # inf for identical images, as scikit-image
 
 
+def _window_mean(image: torch.Tensor) -> torch.Tensor:
+    # The uniform filter over valid windows only equals scikit-image's reflect-filtered map with
+    # its (window - 1) / 2 border cropped away.
+    return F.avg_pool2d(image, _WINDOW, stride=1)
+
+
 def ssim(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B,) mean SSIM over channels and valid windows, of images in [0, 1] (clipped first).
 
@@ -40,14 +46,11 @@ def ssim(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"SSIM needs images of at least {_WINDOW}x{_WINDOW}, got {tuple(restored.shape[-2:])}")
     x, y = restored.clamp(0, 1).double(), target.clamp(0, 1).double()
     channels = x.shape[1]
-    # The uniform filter over valid windows only equals scikit-image's reflect-filtered map with
-    # its (window - 1) / 2 border cropped away.
-    mean = lambda t: F.avg_pool2d(t, _WINDOW, stride=1)  # noqa: E731
-    mu_x, mu_y = mean(x), mean(y)
+    mu_x, mu_y = _window_mean(x), _window_mean(y)
     cov_norm = _WINDOW**2 / (_WINDOW**2 - 1)  # sample covariance
-    var_x = cov_norm * (mean(x * x) - mu_x * mu_x)
-    var_y = cov_norm * (mean(y * y) - mu_y * mu_y)
-    cov_xy = cov_norm * (mean(x * y) - mu_x * mu_y)
+    var_x = cov_norm * (_window_mean(x * x) - mu_x * mu_x)
+    var_y = cov_norm * (_window_mean(y * y) - mu_y * mu_y)
+    cov_xy = cov_norm * (_window_mean(x * y) - mu_x * mu_y)
     c1, c2 = _K1**2, _K2**2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.reshape(len(x), channels, -1).mean(dim=2).mean(dim=1).float()

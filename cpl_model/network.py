@@ -65,11 +65,13 @@ class CPLNet(nn.Module):
             self.latent_reduce = nn.Conv2d(8 * d, 4 * d, 1, bias=False)
         else:
             top_k = config.top_k if config.prompt == "sparse" else None
-            site = lambda channels, out, i: PromptSite(  # noqa: E731
-                channels, out, config.prompt_dims[i], config.prompt_sizes[i], config.prompt_components, top_k,
-                heads[2], e)
-            # In decoding order: latent (8d -> 4d), level 3 (4d), level 2 (2d).
-            self.prompt_sites = nn.ModuleList([site(8 * d, 4 * d, 2), site(4 * d, 4 * d, 1), site(2 * d, 2 * d, 0)])
+            # In decoding order: latent (8d -> 4d), level 3 (4d), level 2 (2d); prompt_dims and
+            # prompt_sizes list them from level 2 up.
+            self.prompt_sites = nn.ModuleList([
+                PromptSite(channels, out, config.prompt_dims[i], config.prompt_sizes[i], config.prompt_components,
+                           top_k, heads[2], e)
+                for channels, out, i in ((8 * d, 4 * d, 2), (4 * d, 4 * d, 1), (2 * d, 2 * d, 0))
+            ])
 
         self.up3 = Upsample(4 * d)  # -> 2d @H/4
         self.reduce3 = nn.Conv2d(6 * d, 4 * d, 1, bias=False)
@@ -103,15 +105,14 @@ class CPLNet(nn.Module):
         padded = pad_to_multiple(x, MULTIPLE)
         encoded = self._encode(padded)
         image, routing = self._decode(encoded, padded)
-        crop = lambda t: t[..., :height, :width]  # noqa: E731
         if not aux:
-            return crop(image)
+            return image[..., :height, :width]
         outputs = []
         for _ in range(negatives):
             weights = [_mismatched(r, generator, negative_weight) for r in routing]
             with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_negatives):
-                outputs.append(crop(self._decode(encoded, padded, weights)[0]))
-        return RestorationOutput(crop(image), routing, outputs)
+                outputs.append(self._decode(encoded, padded, weights)[0][..., :height, :width])
+        return RestorationOutput(image[..., :height, :width], routing, outputs)
 
     def _encode(self, x: torch.Tensor) -> _Encoded:
         level1 = self.encoder1(self.patch_embed(x))

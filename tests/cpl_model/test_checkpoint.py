@@ -80,19 +80,28 @@ def test_saving_over_a_checkpoint_replaces_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint(build_model("tiny", "sparse"), path, extra={"step": 1})
-    with pytest.raises(Exception):
-        save_checkpoint(build_model("tiny", "sparse"), path, extra={"callback": lambda: None})  # unpicklable
-    _, extra = load_checkpoint(path)
-    assert extra == {"step": 1}
-
-
-def test_a_failed_save_leaves_no_partial_file(tmp_path):
-    with pytest.raises(Exception):
+def test_extra_that_could_not_be_loaded_back_is_rejected_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(build_model("tiny", "sparse"), tmp_path / "ckpt.pt", extra={"callback": lambda: None})
     assert list(tmp_path.iterdir()) == []
+
+
+def _failing_save(payload, path):
+    """Write half a file, then fail, as a full disk or a killed writer would."""
+    with open(path, "wb") as handle:
+        handle.write(b"partial")
+    raise OSError("disk full")
+
+
+def test_a_save_failing_mid_write_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(build_model("tiny", "sparse"), path, extra={"step": 1})
+    monkeypatch.setattr(torch, "save", _failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(build_model("tiny", "sparse"), path, extra={"step": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert load_checkpoint(path)[1] == {"step": 1}
 
 
 def test_missing_file_raises_value_error(tmp_path):

@@ -1,0 +1,86 @@
+"""Configuration for every pipeline: a YAML file plus ``--set a.b=c`` overrides, validated into a
+frozen pydantic model on the driver, before any worker starts.
+
+An unknown key or a bad value fails with one line naming the key, e.g.
+``config error: source.patch: Input should be greater than or equal to 32 (got 8)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file, key or value."""
+
+
+class Frozen(BaseModel):
+    """Base of every config section: unknown keys are errors and values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null...)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = (),
+                defaults: dict[str, Any] | None = None) -> Model:
+    """Build ``model`` from ``defaults``, then the YAML file at ``path``, then ``overrides``.
+
+    Raises:
+        ConfigError: for an unreadable file, a malformed override, an unknown key or a bad value.
+    """
+    tree: dict[str, Any] = copy.deepcopy(defaults or {})
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections, got {type(loaded).__name__}")
+        for key, value in loaded.items():
+            _merge(tree, key, value)
+    for item in overrides:
+        _apply(tree, *parse_override(item))
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        got = f" (got {first['input']!r})" if first["type"] != "extra_forbidden" and "input" in first else ""
+        raise ConfigError(f"config error: {key}: {message}{got}") from None
+
+
+def _merge(tree: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict) and isinstance(tree.get(key), dict):
+        for sub_key, sub_value in value.items():
+            _merge(tree[key], sub_key, sub_value)
+    else:
+        tree[key] = value

@@ -1,0 +1,407 @@
+"""Versioned degraded/clean datasets: synthesis with Ray Data, atomic publishing, reading back.
+
+Layout of a dataset ``<out>/<name>/``::
+
+    v=<version>/part-<split>-<NNNNN>.parquet   one row per pair, rows sorted by sample id
+    v=<version>/manifest.json                  written last, create-only: the version exists from then on
+    LATEST                                     the newest published version, moved by compare-and-swap
+
+Every sample's randomness comes from ``rng_for(seed, content_hash, crop, purpose)``, splits from the
+content hash, and shard membership from the sample id, so the bytes of every shard depend only on the
+sources, the config and the code, never on scheduling, retries or worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections import Counter, defaultdict
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field, field_validator
+
+import degradation_synth as ds
+from degradation_synth import Recipe, degrade, load_recipes, resolve_recipes, rng_for
+
+from . import sources, storage
+from .config import Frozen
+
+MANIFEST, LATEST, MANIFEST_FORMAT = "manifest.json", "LATEST", 1
+SPLITS = ("train", "val", "test")
+
+
+# --- config ------------------------------------------------------------------------------------
+
+class SynthesisConfig(Frozen):
+    seed: int = Field(0, ge=0)
+    recipes: str = "five_task"  # comma-separated recipe and set names
+    recipe_weights: dict[str, float] = {}  # per recipe name; default 1 each
+    recipe_files: list[str] = []  # YAML files of extra recipes, usable by name in `recipes`
+    patch: int = Field(128, ge=ds.MIN_SIDE)
+    crops_per_image: int = Field(4, ge=1)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    max_pixels: int = Field(100_000_000, ge=1)  # decompression-bomb guard
+    max_skipped_fraction: float = Field(0.5, ge=0.0, le=1.0)  # above it the job fails instead of publishing
+
+    @field_validator("recipe_weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, weight in weights.items() if weight <= 0]
+        if bad:
+            raise ValueError(f"weights must be positive: {bad[0]}")
+        return weights
+
+    def resolved_recipes(self) -> list[Recipe]:
+        """The recipe mixture, in order. Raises ``ValueError`` for unknown names."""
+        extra: dict[str, Recipe] = {}
+        for path in self.recipe_files:
+            extra.update(load_recipes(path))
+        recipes: list[Recipe] = []
+        for name in (n.strip() for n in self.recipes.split(",") if n.strip()):
+            recipes += [extra[name]] if name in extra else resolve_recipes(name)
+        if not recipes:
+            raise ValueError("synthesis.recipes names no recipe")
+        unknown = sorted(set(self.recipe_weights) - {r.name for r in recipes})
+        if unknown:
+            raise ValueError(f"synthesis.recipe_weights names {unknown[0]!r}, which is not in synthesis.recipes")
+        return recipes
+
+
+class OutputConfig(Frozen):
+    uri: str = "outputs/datasets"
+    name: str = Field("pairs", pattern=r"^[A-Za-z0-9_.-]+$")
+    rows_per_shard: int = Field(512, ge=1)
+
+
+# --- the synthesis transform (shared by offline shards and online streaming) --------------------
+
+PAIR_COLUMNS = ("sample_id", "source_id", "content_sha256", "crop", "split", "recipe", "task",
+                "degraded", "clean", "height", "width", "record", "shard", "skip_reason", "converted_from")
+
+
+def split_of(content_sha256: str, val_fraction: float, test_fraction: float) -> str:
+    """Deterministic split by content: a source (and any byte-identical copy) lands in one split."""
+    position = int(content_sha256[:12], 16) / 16**12
+    if position < test_fraction:
+        return "test"
+    if position < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+class Synthesize:
+    """Ray Data ``map_batches`` callable: source rows (id, sha256, bytes) -> pair rows.
+
+    A skipped source yields one row with ``skip_reason`` set and empty images, so that the job can
+    count it; readers never see those rows.
+    """
+
+    def __init__(self, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None) -> None:
+        self.config = config
+        self.recipes = config.resolved_recipes()
+        weights = np.array([config.recipe_weights.get(r.name, 1.0) for r in self.recipes])
+        self.cumulative = np.cumsum(weights / weights.sum())
+        self.shards_per_split = shards_per_split or {}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {column: [] for column in PAIR_COLUMNS}
+        for identifier, content, data in zip(batch["id"], batch["sha256"], batch["bytes"], strict=True):
+            decoded = sources.decode(bytes(data), max_pixels=self.config.max_pixels, min_side=self.config.patch)
+            split = split_of(content, self.config.val_fraction, self.config.test_fraction)
+            if decoded.image is None:
+                self._append(out, identifier, content, -1, split, None, None, None, decoded)
+                continue
+            for crop in range(self.config.crops_per_image):
+                clean = self._crop(decoded.image, rng_for(self.config.seed, content, crop, "crop"))
+                choice = rng_for(self.config.seed, content, crop, "recipe").random()
+                recipe = self.recipes[min(int(np.searchsorted(self.cumulative, choice, side="right")),
+                                          len(self.recipes) - 1)]
+                degraded, record = degrade(clean, recipe, rng_for(self.config.seed, content, crop, recipe.name))
+                self._append(out, identifier, content, crop, split, recipe, (degraded, clean), record, decoded)
+        return out
+
+    def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        size = self.config.patch
+        top = int(rng.integers(0, image.shape[0] - size + 1))
+        left = int(rng.integers(0, image.shape[1] - size + 1))
+        return np.ascontiguousarray(image[top:top + size, left:left + size])
+
+    def _append(self, out, identifier, content, crop, split, recipe, images, record, decoded) -> None:
+        sample_id = f"{identifier}#{crop}"
+        shards = self.shards_per_split.get(split, 1)
+        out["sample_id"].append(sample_id)
+        out["source_id"].append(str(identifier))
+        out["content_sha256"].append(str(content))
+        out["crop"].append(crop)
+        out["split"].append(split)
+        out["recipe"].append(recipe.name if recipe else "")
+        out["task"].append(recipe.task if recipe else "")
+        out["degraded"].append(images[0].tobytes() if images else b"")
+        out["clean"].append(images[1].tobytes() if images else b"")
+        out["height"].append(self.config.patch if images else 0)
+        out["width"].append(self.config.patch if images else 0)
+        out["record"].append(json.dumps(record) if record else "")
+        out["shard"].append(f"{split}-{int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % shards:05d}")
+        out["skip_reason"].append(decoded.skip_reason or "")
+        out["converted_from"].append(decoded.converted_from or "")
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+SHARD_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("source_id", pa.string()), ("content_sha256", pa.string()), ("crop", pa.int32()),
+    ("split", pa.string()), ("recipe", pa.string()), ("task", pa.string()),
+    ("degraded", pa.binary()), ("clean", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
+    ("record", pa.string()),
+])
+
+
+def write_shard(group: dict[str, np.ndarray], version_uri: str) -> dict[str, list]:
+    """Ray Data ``map_groups`` function: all rows of one shard -> one Parquet file, and its stats."""
+    keep = [i for i, reason in enumerate(group["skip_reason"]) if not reason]
+    skipped = sorted({(group["skip_reason"][i], group["source_id"][i])
+                      for i in range(len(group["skip_reason"])) if group["skip_reason"][i]})
+    converted = sorted({(group["converted_from"][i], group["source_id"][i]) for i in keep
+                        if group["converted_from"][i]})
+    stats = {"shard": str(group["shard"][0]), "path": "", "rows": 0, "sha256": "", "split": str(group["split"][0]),
+             "counts": "{}", "skipped": json.dumps(skipped), "converted": json.dumps(converted)}
+    if keep:
+        order = sorted(keep, key=lambda i: group["sample_id"][i])
+        columns = {name: [_plain(group[name][i]) for i in order] for name in SHARD_SCHEMA.names}
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.table(columns, schema=SHARD_SCHEMA), buffer, compression="zstd")
+        data = buffer.getvalue().to_pybytes()
+        name = f"part-{stats['shard']}.parquet"
+        storage.write_bytes(storage.join(version_uri, name), data)
+        stats.update(path=name, rows=len(order), sha256=hashlib.sha256(data).hexdigest(),
+                     counts=json.dumps(Counter(columns["recipe"])))
+    return {key: [value] for key, value in stats.items()}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+def new_version() -> str:
+    """A fresh, time-ordered version name."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def plan(source_uri: str, config: SynthesisConfig) -> dict[str, Any]:
+    """What a run would do, without decoding anything: sources found, recipes, expected pairs."""
+    if sources.is_packed(source_uri):
+        summary = json.loads(storage.read_bytes(storage.join(source_uri, sources.PACKED_MARKER)))
+        count = summary["count"]
+    else:
+        count = len(sources.list_sources(source_uri))
+    recipes = config.resolved_recipes()
+    return {"source": source_uri, "packed": sources.is_packed(source_uri), "sources": count,
+            "recipes": [r.name for r in recipes], "expected_pairs": count * config.crops_per_image}
+
+
+def read_sources(source_uri: str):
+    """A Ray Dataset of (id, sha256, bytes) rows from a packed table or a folder/prefix."""
+    import ray.data
+
+    if sources.is_packed(source_uri):
+        files = [f.uri for f in storage.list_files(source_uri, (".parquet",))]
+        fs, _ = storage.filesystem(source_uri)
+        return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
+                                     columns=["id", "sha256", "bytes"])
+    files = sources.list_sources(source_uri)
+    if not files:
+        raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
+    fs, _ = storage.filesystem(source_uri)
+    raw = ray.data.read_binary_files([storage.filesystem(f.uri)[1] for f in files], filesystem=fs,
+                                     include_paths=True)
+    root = storage.filesystem(source_uri)[1]
+
+    def describe(batch: dict[str, np.ndarray]) -> dict[str, list]:
+        data = [bytes(b) for b in batch["bytes"]]
+        return {"id": [sources.source_id(root, str(p)) for p in batch["path"]],
+                "sha256": [hashlib.sha256(d).hexdigest() for d in data], "bytes": data}
+
+    return raw.map_batches(describe, batch_format="numpy")
+
+
+def synthesized_pairs(source_uri: str, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None):
+    """The Ray Data stage both modes share: source rows -> pair rows (plus one row per skipped source).
+
+    Synthesis runs as tasks, not an actor pool: an actor holds its CPU for the whole job, which on a
+    one- or two-core machine leaves the read tasks no CPU and hangs the job. Building ``Synthesize``
+    per batch costs microseconds.
+    """
+    return read_sources(source_uri).map_batches(
+        _synthesize_batch, fn_kwargs={"config": config, "shards_per_split": shards_per_split}, batch_size=4,
+        batch_format="numpy", num_cpus=1)
+
+
+def _synthesize_batch(batch: dict[str, np.ndarray], config: SynthesisConfig,
+                      shards_per_split: dict[str, int] | None) -> dict[str, list]:
+    return Synthesize(config, shards_per_split)(batch)
+
+
+def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
+               resolved_config: dict[str, Any]) -> dict[str, Any]:
+    """Synthesize, write and publish a new version; return its manifest.
+
+    Raises:
+        StorageError: unreadable source, missing bucket or unwritable output (before any work).
+        RuntimeError: when more than ``max_skipped_fraction`` of the sources were skipped
+            (nothing is published then).
+    """
+    expected = plan(source_uri, config)
+    if not expected["sources"]:
+        raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
+    dataset_uri = storage.join(output.uri, output.name)
+    storage.check_writable(dataset_uri)
+    version = new_version()
+    version_uri = storage.join(dataset_uri, f"v={version}")
+    started = time.perf_counter()
+
+    fractions = {"test": config.test_fraction, "val": config.val_fraction,
+                 "train": 1 - config.test_fraction - config.val_fraction}
+    shards = {split: max(1, math.ceil(expected["expected_pairs"] * fraction / output.rows_per_shard))
+              for split, fraction in fractions.items()}
+    grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
+    stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri}, batch_format="numpy").take_all()
+
+    manifest = build_manifest(version, stats, expected, config, resolved_config)
+    total = manifest["sources"]["total"]
+    skipped_sources = sum(len(ids) for ids in manifest["skipped"].values())
+    if total and skipped_sources / total > config.max_skipped_fraction:
+        raise RuntimeError(f"{skipped_sources} of {total} sources were skipped "
+                           f"({', '.join(f'{r}: {len(i)}' for r, i in manifest['skipped'].items())}), "
+                           f"above synthesis.max_skipped_fraction={config.max_skipped_fraction}; nothing published")
+    if not any(manifest["counts"].values()):
+        raise RuntimeError(f"{source_uri}: no pairs were produced; nothing published")
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    publish(dataset_uri, version, manifest)
+    return manifest
+
+
+def build_manifest(version: str, stats: list[dict], expected: dict, config: SynthesisConfig,
+                   resolved_config: dict[str, Any]) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+    skipped: dict[str, set[str]] = defaultdict(set)
+    converted: dict[str, set[str]] = defaultdict(set)
+    shards = []
+    for row in sorted(stats, key=lambda r: r["shard"]):
+        for reason, identifier in json.loads(row["skipped"]):
+            skipped[reason].add(identifier)
+        for kind, identifier in json.loads(row["converted"]):
+            converted[kind].add(identifier)
+        if row["rows"]:
+            shards.append({"path": row["path"], "split": row["split"], "rows": int(row["rows"]), "sha256": row["sha256"]})
+            for recipe, n in json.loads(row["counts"]).items():
+                counts[row["split"]][recipe] = counts[row["split"]].get(recipe, 0) + n
+    return {
+        "format": MANIFEST_FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": _code_version(), "seed": config.seed, "config": resolved_config,
+        "recipes": {r.name: r.to_config() for r in config.resolved_recipes()},
+        "sources": {"uri": expected["source"], "total": expected["sources"]},
+        "counts": counts, "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
+        "converted": {k: sorted(v) for k, v in sorted(converted.items())}, "shards": shards,
+    }
+
+
+def _code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cpl-restore")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# --- publishing and reading --------------------------------------------------------------------
+
+def publish(dataset_uri: str, version: str, manifest: dict[str, Any]) -> None:
+    """Write the manifest (create-only), then move LATEST forward to ``version``."""
+    storage.create_only(storage.join(dataset_uri, f"v={version}", MANIFEST),
+                        json.dumps(manifest, indent=2, sort_keys=True).encode())
+    storage.advance_pointer(storage.join(dataset_uri, LATEST), version)
+
+
+def published_versions(dataset_uri: str) -> list[str]:
+    """Versions with a manifest, oldest first."""
+    names = [f.uri for f in storage.list_files(dataset_uri) if f.uri.endswith("/" + MANIFEST)]
+    return sorted(uri.rsplit("/", 2)[-2].removeprefix("v=") for uri in names)
+
+
+def resolve_version(dataset_uri: str, version: str = "LATEST") -> str:
+    if version == LATEST:
+        try:
+            return storage.read_bytes(storage.join(dataset_uri, LATEST)).decode().strip()
+        except storage.StorageError:
+            raise storage.StorageError(f"{dataset_uri}: no published version (no {LATEST})") from None
+    return version.removeprefix("v=")
+
+
+def read_manifest(dataset_uri: str, version: str = "LATEST", verify: bool = True) -> dict[str, Any]:
+    """The manifest of a published version; with ``verify``, every shard's checksum is checked.
+
+    Raises:
+        StorageError: for an unpublished version (no manifest) or an unreadable one.
+        ValueError: for a malformed manifest or a shard whose checksum does not match.
+    """
+    version = resolve_version(dataset_uri, version)
+    version_uri = storage.join(dataset_uri, f"v={version}")
+    try:
+        manifest = json.loads(storage.read_bytes(storage.join(version_uri, MANIFEST)))
+    except storage.StorageError:
+        raise storage.StorageError(f"{version_uri}: not a published version (no {MANIFEST})") from None
+    missing = [key for key in ("version", "counts", "skipped", "shards") if key not in manifest]
+    if missing or manifest.get("version") != version:
+        raise ValueError(f"{version_uri}/{MANIFEST} is malformed ({', '.join(missing) or 'version mismatch'})")
+    if verify:
+        for shard in manifest["shards"]:
+            uri = storage.join(version_uri, shard["path"])
+            if hashlib.sha256(storage.read_bytes(uri)).hexdigest() != shard["sha256"]:
+                raise ValueError(f"{uri}: checksum mismatch; the version was altered after publishing")
+    return manifest
+
+
+def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST", verify: bool = True):
+    """A published version's split as a Ray Dataset of pair rows (see ``SHARD_SCHEMA``)."""
+    import ray.data
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    manifest = read_manifest(dataset_uri, version, verify)
+    version_uri = storage.join(dataset_uri, f"v={manifest['version']}")
+    paths = [storage.filesystem(storage.join(version_uri, s["path"]))[1] for s in manifest["shards"]
+             if s["split"] == split]
+    if not paths:
+        raise ValueError(f"{version_uri}: no {split} pairs")
+    fs, _ = storage.filesystem(version_uri)
+    return ray.data.read_parquet(paths, filesystem=fs)
+
+
+def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train"):
+    """Fresh pairs streamed from clean images, with the same rows as ``open_dataset``, nothing written."""
+    return synthesized_pairs(source_uri, config).filter(
+        expr=f"skip_reason == '' and split == '{split}'").drop_columns(["shard", "skip_reason", "converted_from"])
+
+
+def remove_unpublished(dataset_uri: str) -> list[str]:
+    """Delete version folders that have no manifest (left by failed or killed runs); return their names.
+
+    Only call this when no run is writing to the dataset: an in-progress version has no manifest either.
+    """
+    published = set(published_versions(dataset_uri))
+    versions = {uri.split("/v=", 1)[1].split("/", 1)[0] for uri in (f.uri for f in storage.list_files(dataset_uri))
+                if "/v=" in uri}
+    removed = sorted(versions - published)
+    for version in removed:
+        storage.delete_tree(storage.join(dataset_uri, f"v={version}"))
+    return removed

@@ -1,0 +1,142 @@
+"""Clean source images: listing, decoding with explicit conversions, and packing into Parquet.
+
+Listing millions of small objects is slow in Ray Data, so ``pack`` turns a folder or prefix into
+Parquet shards of (id, size, sha256, bytes) once; every later run reads the packed table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from degradation_synth import as_rgb_uint8
+
+from . import storage
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+PACKED_MARKER = "packed.json"
+SOURCE_SCHEMA = pa.schema([("id", pa.string()), ("size", pa.int64()), ("sha256", pa.string()), ("bytes", pa.binary())])
+
+# Skip reasons, as they appear in manifests.
+EMPTY, UNDECODABLE, TOO_LARGE, TOO_SMALL = "empty_file", "not_an_image_or_corrupt", "too_many_pixels", "smaller_than_patch"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB, or None when skipped
+    skip_reason: str | None = None
+    converted_from: str | None = None  # "grayscale", "rgba", "16-bit"... when converted explicitly
+
+
+def is_packed(uri: str) -> bool:
+    return storage.exists(storage.join(uri, PACKED_MARKER))
+
+
+def list_sources(uri: str) -> list[storage.FileInfo]:
+    """Image files under a folder or prefix, sorted. Raises ``StorageError`` if unreadable."""
+    storage.check_readable(uri)
+    return storage.list_files(uri, IMAGE_SUFFIXES)
+
+
+def source_id(root: str, file_uri: str) -> str:
+    """A stable id: the path relative to the source root."""
+    root = root.rstrip("/") + "/"
+    return file_uri[len(root):] if file_uri.startswith(root) else file_uri
+
+
+def listing_hash(ids_and_hashes: list[tuple[str, str]]) -> str:
+    """sha256 over the sorted (id, content hash) pairs: the identity of a source snapshot."""
+    digest = hashlib.sha256()
+    for identifier, content in sorted(ids_and_hashes):
+        digest.update(f"{identifier}\t{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _header_pixels(data: bytes) -> int | None:
+    """Width x height from the file header without decoding, where OpenCV can tell (None otherwise)."""
+    try:
+        from PIL import Image  # header parsing only; decoding is OpenCV's
+
+        with Image.open(io.BytesIO(data)) as header:
+            return header.width * header.height
+    except Exception:  # noqa: BLE001 - any failure just means "unknown", decoding decides
+        return None
+
+
+def decode(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
+    """Decode an encoded image to RGB uint8, converting grayscale, RGBA and 16-bit explicitly.
+
+    Skips (never raises) empty files, non-images and corrupt files, images above ``max_pixels`` (checked
+    from the header before decoding, against decompression bombs) and images smaller than ``min_side``.
+    """
+    if not data:
+        return Decoded(None, EMPTY)
+    pixels = _header_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        return Decoded(None, TOO_LARGE)
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        return Decoded(None, UNDECODABLE)
+    if raw.shape[0] * raw.shape[1] > max_pixels:
+        return Decoded(None, TOO_LARGE)
+    converted = []
+    if raw.dtype != np.uint8:
+        converted.append(f"{raw.dtype.itemsize * 8}-bit" if raw.dtype.kind in "ui" else str(raw.dtype))
+        if raw.dtype.kind == "f":
+            raw = np.clip(raw, 0.0, 1.0)
+        elif raw.dtype != np.uint16:
+            raw = raw.astype(np.uint16)
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    if channels == 1:
+        converted.append("grayscale")
+    elif channels == 4:
+        converted.append("rgba")
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA)
+    elif channels == 3:
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+    else:
+        return Decoded(None, UNDECODABLE)
+    image = as_rgb_uint8(raw)
+    if min(image.shape[:2]) < min_side:
+        return Decoded(None, TOO_SMALL)
+    return Decoded(image, None, "+".join(converted) or None)
+
+
+def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
+    """Pack every image under ``source_uri`` into Parquet files under ``packed_uri``.
+
+    Writes ``packed.json`` (count, listing hash) last, create-only. Returns that summary.
+    Raises ``StorageError`` for unreadable sources or an existing packed table.
+    """
+    files = list_sources(source_uri)
+    if not files:
+        raise storage.StorageError(f"{source_uri}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    storage.check_writable(packed_uri)
+    if is_packed(packed_uri):
+        raise storage.AlreadyExists(f"{packed_uri}: already holds a packed table")
+    pairs = []
+    for index in range(0, len(files), rows_per_file):
+        chunk = files[index:index + rows_per_file]
+        rows = {"id": [], "size": [], "sha256": [], "bytes": []}
+        for info in chunk:
+            data = storage.read_bytes(info.uri)
+            identifier, content = source_id(source_uri, info.uri), hashlib.sha256(data).hexdigest()
+            rows["id"].append(identifier)
+            rows["size"].append(len(data))
+            rows["sha256"].append(content)
+            rows["bytes"].append(data)
+            pairs.append((identifier, content))
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.table(rows, schema=SOURCE_SCHEMA), buffer)
+        storage.write_bytes(storage.join(packed_uri, f"sources-{index // rows_per_file:05d}.parquet"),
+                            buffer.getvalue().to_pybytes())
+    summary = {"source": source_uri, "count": len(pairs), "listing_sha256": listing_hash(pairs)}
+    storage.create_only(storage.join(packed_uri, PACKED_MARKER), json.dumps(summary, indent=2).encode())
+    return summary

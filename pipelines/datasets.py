@@ -259,6 +259,9 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
         RuntimeError: when more than ``max_skipped_fraction`` of the sources were skipped
             (nothing is published then).
     """
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
     expected = plan(source_uri, config)
     if not expected["sources"]:
         raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
@@ -272,6 +275,9 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
                  "train": 1 - config.test_fraction - config.val_fraction}
     shards = {split: max(1, math.ceil(expected["expected_pairs"] * fraction / output.rows_per_shard))
               for split, fraction in fractions.items()}
+    # A task-based sort shuffle: the default hash shuffle keeps aggregator actors that hold CPUs, which
+    # on a two-core machine halves the job's speed (docs/benchmarks.md).
+    DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
     stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri}, batch_format="numpy").take_all()
 

@@ -1,0 +1,97 @@
+"""End-to-end synthesis throughput: the whole Ray Data job (decode, crop, degrade, shuffle into shards,
+Parquet write, publish) against the single-process library rate times the CPU count, in one run.
+
+    python bench/synthesis_job.py [--sources 64] [--crops 32] [--recipes cdd11/low_haze_rain] [--cpus 2]
+
+Sources are 512² tiles of the sample photos, written as PNG files to a temporary folder. The job rate
+counts from the start of ``datasets.synthesize`` (Ray already running) to the published manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from degradation_synth import degrade, get_recipe, rng_for
+from degradation_synth.bench import keep_freed_memory
+from degradation_synth.preview import square_tile
+from degradation_synth.samples import load_sample_photos
+from pipelines import datasets, sources
+
+
+def write_sources(folder: Path, count: int) -> None:
+    photos = [square_tile(p, 768) for p in load_sample_photos().values()]
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        offset = (index // len(photos)) * 17 % 256  # distinct crops of the same photos
+        tile = photo[offset:offset + 512, offset:offset + 512]
+        cv2.imwrite(str(folder / f"src-{index:05d}.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))
+
+
+def library_rate(folder: Path, config: datasets.SynthesisConfig, seconds: float = 3.0) -> float:
+    """Pairs/s of one process doing the same per-pair work: decode (amortised over crops), crop, degrade."""
+    files = sorted(folder.iterdir())
+    recipe = get_recipe(config.recipes)
+    pairs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        data = files[pairs // config.crops_per_image % len(files)].read_bytes()
+        image = sources.decode(data, max_pixels=config.max_pixels, min_side=config.patch).image
+        for crop in range(config.crops_per_image):
+            tile = image[crop:crop + config.patch, crop:crop + config.patch].copy()
+            degrade(tile, recipe, rng_for(0, pairs, crop))
+            pairs += 1
+    return pairs / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=int, default=64, help="source images (512² PNG)")
+    parser.add_argument("--crops", type=int, default=32, help="patches per source")
+    parser.add_argument("--recipes", default="cdd11/low_haze_rain")
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs for the local Ray instance")
+    parser.add_argument("--rows-per-shard", type=int, default=512)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray workers are fresh processes: they take the allocator setting from the environment.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 << 20))
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
+    keep_freed_memory()
+    cv2.setNumThreads(1)
+    config = datasets.SynthesisConfig(recipes=args.recipes, patch=args.patch, crops_per_image=args.crops)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, out = Path(tmp, "sources"), Path(tmp, "out")
+        folder.mkdir()
+        write_sources(folder, args.sources)
+        single = library_rate(folder, config)
+
+        import ray
+        from ray.data import DataContext
+
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        DataContext.get_current().enable_progress_bars = False
+        start = time.perf_counter()
+        manifest = datasets.synthesize(str(folder), datasets.OutputConfig(uri=str(out), name="bench",
+                                                                         rows_per_shard=args.rows_per_shard),
+                                       config, {})
+        elapsed = time.perf_counter() - start
+        ray.shutdown()
+    pairs = sum(sum(c.values()) for c in manifest["counts"].values())
+    job = pairs / elapsed
+    print(f"# synthesis job: {pairs} pairs ({args.sources} sources x {args.crops} crops, {args.recipes}, "
+          f"{args.patch}²), {args.cpus} CPUs, {time.strftime('%Y-%m-%d')}")
+    print("\n| library, one process | x CPUs | Ray Data job | job / (library x CPUs) |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {single:,.0f} pairs/s | {single * args.cpus:,.0f} | {job:,.0f} pairs/s ({elapsed:.1f} s) | "
+          f"{job / (single * args.cpus):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

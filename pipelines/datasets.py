@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
@@ -163,30 +164,29 @@ SHARD_SCHEMA = pa.schema([
 ])
 
 
-def write_shard(group: dict[str, np.ndarray], version_uri: str) -> dict[str, list]:
-    """Ray Data ``map_groups`` function: all rows of one shard -> one Parquet file, and its stats."""
-    keep = [i for i, reason in enumerate(group["skip_reason"]) if not reason]
-    skipped = sorted({(group["skip_reason"][i], group["source_id"][i])
-                      for i in range(len(group["skip_reason"])) if group["skip_reason"][i]})
-    converted = sorted({(group["converted_from"][i], group["source_id"][i]) for i in keep
-                        if group["converted_from"][i]})
-    stats = {"shard": str(group["shard"][0]), "path": "", "rows": 0, "sha256": "", "split": str(group["split"][0]),
-             "counts": "{}", "skipped": json.dumps(skipped), "converted": json.dumps(converted)}
-    if keep:
-        order = sorted(keep, key=lambda i: group["sample_id"][i])
-        columns = {name: [_plain(group[name][i]) for i in order] for name in SHARD_SCHEMA.names}
+def write_shard(group: pa.Table, version_uri: str) -> pa.Table:
+    """Ray Data ``map_groups`` function: all rows of one shard -> one Parquet file, and its stats.
+
+    Works on the Arrow table directly (filter, sort, cast): no per-row Python on image-sized rows.
+    """
+    skipped_mask = pc.not_equal(group["skip_reason"], "")
+    skipped = sorted({(r["skip_reason"], r["source_id"])
+                      for r in group.filter(skipped_mask).select(["skip_reason", "source_id"]).to_pylist()})
+    kept = group.filter(pc.invert(skipped_mask)).sort_by("sample_id")
+    converted = sorted({(r["converted_from"], r["source_id"]) for r in kept.filter(
+        pc.not_equal(kept["converted_from"], "")).select(["converted_from", "source_id"]).to_pylist()})
+    shard, split = group["shard"][0].as_py(), group["split"][0].as_py()
+    stats = {"shard": shard, "path": "", "rows": 0, "sha256": "", "split": split, "counts": "{}",
+             "skipped": json.dumps(skipped), "converted": json.dumps(converted)}
+    if kept.num_rows:
         buffer = pa.BufferOutputStream()
-        pq.write_table(pa.table(columns, schema=SHARD_SCHEMA), buffer, compression="zstd")
+        pq.write_table(kept.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA), buffer, compression="zstd")
         data = buffer.getvalue().to_pybytes()
-        name = f"part-{stats['shard']}.parquet"
+        name = f"part-{shard}.parquet"
         storage.write_bytes(storage.join(version_uri, name), data)
-        stats.update(path=name, rows=len(order), sha256=hashlib.sha256(data).hexdigest(),
-                     counts=json.dumps(Counter(columns["recipe"])))
-    return {key: [value] for key, value in stats.items()}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+        stats.update(path=name, rows=kept.num_rows, sha256=hashlib.sha256(data).hexdigest(),
+                     counts=json.dumps(Counter(kept["recipe"].to_pylist())))
+    return pa.table({key: [value] for key, value in stats.items()})
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     # on a two-core machine halves the job's speed (docs/benchmarks.md).
     DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
-    stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri}, batch_format="numpy").take_all()
+    stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri}, batch_format="pyarrow").take_all()
 
     manifest = build_manifest(version, stats, expected, config, resolved_config)
     total = manifest["sources"]["total"]

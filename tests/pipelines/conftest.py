@@ -1,0 +1,307 @@
+"""Shared fixtures for the pipelines tests: a real S3-API server (moto), a local Ray, real photo folders.
+
+Ray jobs cost 10-25 s each on a 2-core machine, so the datasets that several tests read are built once per
+session (``local_dataset``, ``s3_dataset``). Tests never modify them: a test that tampers with or adds to a
+dataset copies it first (``copy_dataset``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from degradation_synth.samples import sample_photo_paths
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The configuration of the shared datasets: cheap recipes, one 64x64 crop per image, large val/test
+# fractions so that every split gets sources, and two rows per shard so that each split has several shards.
+SYNTHESIS = {"seed": 3, "recipes": "noise25,haze", "patch": 64, "crops_per_image": 1,
+             "val_fraction": 0.3, "test_fraction": 0.3}
+ROWS_PER_SHARD = 2
+SOURCE_COUNT = 12
+SOURCE_SIDE = 160  # long side of every source image, in pixels
+
+
+# --- source images ---------------------------------------------------------------------------------
+
+def photo_halves(count: int, side: int = SOURCE_SIDE) -> dict[str, np.ndarray]:
+    """``count`` distinct real photos (BGR, as OpenCV writes them): halves of the sample photos, downscaled."""
+    paths = sample_photo_paths()
+    if not paths:
+        pytest.skip("no sample photos (install the samples extra)")
+    images: dict[str, np.ndarray] = {}
+    for name, path in sorted(paths.items()):
+        photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        height, width = photo.shape[:2]
+        if width >= height:
+            halves = (photo[:, :width // 2], photo[:, width // 2:])
+        else:
+            halves = (photo[:height // 2], photo[height // 2:])
+        for index, half in enumerate(halves):
+            scale = side / max(half.shape[:2])
+            images[f"{name}-{index}"] = cv2.resize(half, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if len(images) == count:
+                return images
+    if len(images) < count:
+        pytest.skip(f"only {len(images)} sample photo halves available, {count} needed")
+    return images
+
+
+def write_photo_folder(folder: Path, count: int = SOURCE_COUNT) -> list[str]:
+    """Write ``count`` real photos into ``folder`` (JPEG and PNG alternately); return their file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, (name, image) in enumerate(photo_halves(count).items()):
+        file_name = f"{name}.{'jpg' if index % 2 else 'png'}"
+        assert cv2.imwrite(str(folder / file_name), image)
+        names.append(file_name)
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class BadInputs:
+    """What a folder written by ``write_bad_inputs`` must produce in a manifest."""
+
+    skipped: dict[str, list[str]]  # reason -> source ids
+    converted: dict[str, list[str]]  # conversion -> source ids
+    ignored: list[str]  # files that are not images by name: neither sources nor skipped
+
+
+def write_bad_inputs(folder: Path, *, patch: int, max_pixels: int) -> BadInputs:
+    """Add one file of every bad-input class to ``folder`` (real photo content where an image is needed).
+
+    The images to be converted are at least ``patch`` on each side and below ``max_pixels``; ``huge.png``
+    is above ``max_pixels`` and ``tiny.png`` below ``patch``.
+    """
+    from pipelines import sources
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = next(iter(photo_halves(1, side=3 * patch).values()))  # BGR, long side 3 * patch
+    crop = np.ascontiguousarray(photo[:patch + 8, :patch + 16])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image, whatever the name says\n" * 20)
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    png = cv2.imencode(".png", photo)[1].tobytes()
+    (folder / "truncated.png").write_bytes(png[:len(png) // 2])
+    cv2.imwrite(str(folder / "tiny.png"), crop[:patch // 2, :patch // 2])
+    side = int(np.sqrt(max_pixels)) + 8
+    cv2.imwrite(str(folder / "huge.png"), cv2.resize(photo, (side, side)))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([crop, np.full(crop.shape[:2], 200, np.uint8)]))
+    cv2.imwrite(str(folder / "deep.png"), crop.astype(np.uint16) * 257)
+    (folder / "README.txt").write_text("a non-image file: not a source at all\n")
+    return BadInputs(
+        skipped={sources.EMPTY: ["empty.jpg"], sources.UNDECODABLE: ["notes.jpg", "truncated.jpg", "truncated.png"],
+                 sources.TOO_SMALL: ["tiny.png"], sources.TOO_LARGE: ["huge.png"]},
+        converted={"grayscale": ["gray.png"], "rgba": ["rgba.png"], "16-bit": ["deep.png"]},
+        ignored=["README.txt"],
+    )
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """A folder of ``SOURCE_COUNT`` real photos, ``SOURCE_SIDE`` px on the long side."""
+    folder = tmp_path / "photos"
+    write_photo_folder(folder)
+    return folder
+
+
+def run_together(count: int, work) -> list:
+    """Run ``work(i)`` for i in range(count) on ``count`` threads released at the same moment.
+
+    Returns each call's result, or the exception it raised.
+    """
+    barrier = threading.Barrier(count)
+
+    def call(index: int):
+        barrier.wait()
+        try:
+            return work(index)
+        except Exception as err:  # noqa: BLE001 - the caller inspects it
+            return err
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(call, range(count)))
+
+
+# --- S3 (moto) -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3-API server on 127.0.0.1 for the whole session, with the AWS environment pointing at it.
+
+    The environment is set before Ray starts (``ray_cluster`` depends on this), so Ray workers inherit it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+def new_bucket() -> str:
+    from pipelines import storage
+
+    name = f"bucket-{uuid.uuid4().hex[:8]}"
+    storage.s3_client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return new_bucket()
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> str:
+    """An empty storage root: a local folder or a prefix in a fresh bucket."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    request.getfixturevalue("s3_endpoint")
+    return f"s3://{new_bucket()}/root"
+
+
+# --- Ray -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
+    """A local 2-CPU Ray instance on loopback, started after the S3 environment is set; no progress bars."""
+    import ray
+    from ray.data import DataContext
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind every Ray listener to 127.0.0.1
+        patch.delenv("RAY_ADDRESS", raising=False)
+        # Workers import ``pipelines`` by name; make that work whatever the install looks like.
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        DataContext.get_current().enable_progress_bars = False
+        # Ray Data logs every operator's metrics at DEBUG; a failing test's report would drown in them.
+        data_logger = logging.getLogger("ray.data")
+        level, data_logger.level = data_logger.level, logging.INFO
+        try:
+            yield
+        finally:
+            data_logger.setLevel(level)
+            ray.shutdown()
+
+
+def synthesis_config(**changes: Any):
+    from pipelines import datasets
+
+    return datasets.SynthesisConfig(**{**SYNTHESIS, **changes})
+
+
+def run_job(source: str, out: str, name: str, rows_per_shard: int = ROWS_PER_SHARD, **changes: Any) -> dict:
+    """``datasets.synthesize`` as the CLI calls it (the resolved config recorded); returns the manifest."""
+    from pipelines import datasets
+    from pipelines.synthesize import SynthesizeConfig
+
+    config = SynthesizeConfig(source=source, output=datasets.OutputConfig(uri=out, name=name,
+                                                                          rows_per_shard=rows_per_shard),
+                              synthesis=synthesis_config(**changes))
+    return datasets.synthesize(config.source, config.output, config.synthesis, config.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Published:
+    """A dataset published by a session fixture. Read it; copy it (``copy_dataset``) before changing it."""
+
+    source: str  # the clean images it was made from
+    uri: str  # <out>/<name>
+    manifest: dict
+
+
+@pytest.fixture(scope="session")
+def local_dataset(ray_cluster, tmp_path_factory) -> Published:
+    """``SOURCE_COUNT`` real photos in a local folder, synthesized with ``SYNTHESIS`` into a local dataset."""
+    base = tmp_path_factory.mktemp("local-dataset")
+    write_photo_folder(base / "photos")
+    manifest = run_job(str(base / "photos"), str(base / "datasets"), "pairs")
+    return Published(str(base / "photos"), str(base / "datasets" / "pairs"), manifest)
+
+
+@pytest.fixture(scope="session")
+def s3_dataset(ray_cluster, tmp_path_factory) -> Published:
+    """The same photos packed into an S3 table, synthesized with the same config into an S3 dataset."""
+    from pipelines import sources
+
+    folder = tmp_path_factory.mktemp("s3-dataset") / "photos"
+    write_photo_folder(folder)
+    name = new_bucket()
+    sources.pack(str(folder), f"s3://{name}/packed", rows_per_file=5)
+    manifest = run_job(f"s3://{name}/packed", f"s3://{name}/datasets", "pairs")
+    return Published(f"s3://{name}/packed", f"s3://{name}/datasets/pairs", manifest)
+
+
+@pytest.fixture
+def copy_dataset(tmp_path):
+    """``copy_dataset(published) -> uri``: a private local copy of a published local dataset."""
+
+    def copy(published: Published) -> str:
+        target = tmp_path / "copy" / Path(published.uri).name
+        shutil.copytree(published.uri, target)
+        return str(target)
+
+    return copy
+
+
+def shard_checksums(manifest: dict) -> dict[str, str]:
+    return {shard["path"]: shard["sha256"] for shard in manifest["shards"]}
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli_env(s3_endpoint) -> dict[str, str]:
+    """The environment for a CLI subprocess: the session's S3 server, Ray on loopback, no Ray cluster address."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env):
+    """``run_cli(*args, timeout=...)``: ``python pipelines/synthesize.py ...`` from the repository root."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "pipelines/synthesize.py", *args], cwd=REPO_ROOT, env=cli_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run

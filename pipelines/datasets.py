@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 import degradation_synth as ds
 from degradation_synth import Recipe, degrade, load_recipes, resolve_recipes, rng_for
@@ -50,6 +50,12 @@ class SynthesisConfig(Frozen):
     test_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     max_pixels: int = Field(100_000_000, ge=1)  # decompression-bomb guard
     max_skipped_fraction: float = Field(0.5, ge=0.0, le=1.0)  # above it the job fails instead of publishing
+
+    @model_validator(mode="after")
+    def _train_split_left(self) -> "SynthesisConfig":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave a train split (sum < 1)")
+        return self
 
     @field_validator("recipe_weights")
     @classmethod
@@ -126,6 +132,8 @@ class Synthesize:
                                           len(self.recipes) - 1)]
                 degraded, record = degrade(clean, recipe, rng_for(self.config.seed, content, crop, recipe.name))
                 self._append(out, identifier, content, crop, split, recipe, (degraded, clean), record, decoded)
+        for column in ("crop", "height", "width"):  # the shard schema's types, for online rows too
+            out[column] = np.asarray(out[column], np.int32)
         return out
 
     def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -216,18 +224,18 @@ def read_sources(source_uri: str):
         files = [f.uri for f in storage.list_files(source_uri, (".parquet",))]
         fs, _ = storage.filesystem(source_uri)
         return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
-                                     columns=["id", "sha256", "bytes"])
+                                     partitioning=None).select_columns(["id", "sha256", "bytes"])
     files = sources.list_sources(source_uri)
     if not files:
         raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
     fs, _ = storage.filesystem(source_uri)
     raw = ray.data.read_binary_files([storage.filesystem(f.uri)[1] for f in files], filesystem=fs,
                                      include_paths=True)
-    root = storage.filesystem(source_uri)[1]
+    scheme = "s3://" if storage.is_s3(source_uri) else ""  # pyarrow paths drop the scheme
 
     def describe(batch: dict[str, np.ndarray]) -> dict[str, list]:
         data = [bytes(b) for b in batch["bytes"]]
-        return {"id": [sources.source_id(root, str(p)) for p in batch["path"]],
+        return {"id": [sources.source_id(source_uri, scheme + str(p)) for p in batch["path"]],
                 "sha256": [hashlib.sha256(d).hexdigest() for d in data], "bytes": data}
 
     return raw.map_batches(describe, batch_format="numpy")
@@ -276,10 +284,16 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     shards = {split: max(1, math.ceil(expected["expected_pairs"] * fraction / output.rows_per_shard))
               for split, fraction in fractions.items()}
     # A task-based sort shuffle: the default hash shuffle keeps aggregator actors that hold CPUs, which
-    # on a two-core machine halves the job's speed (docs/benchmarks.md).
-    DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
-    stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri}, batch_format="pyarrow").take_all()
+    # on a two-core machine halves the job's speed (docs/benchmarks.md). Restored afterwards: the
+    # setting is process-wide.
+    context = DataContext.get_current()
+    previous, context.shuffle_strategy = context.shuffle_strategy, ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
+        stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri},
+                                   batch_format="pyarrow").take_all()
+    finally:
+        context.shuffle_strategy = previous
 
     manifest = build_manifest(version, stats, expected, config, resolved_config)
     total = manifest["sources"]["total"]
@@ -390,13 +404,16 @@ def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST"
     if not paths:
         raise ValueError(f"{version_uri}: no {split} pairs")
     fs, _ = storage.filesystem(version_uri)
-    return ray.data.read_parquet(paths, filesystem=fs)
+    return ray.data.read_parquet(paths, filesystem=fs, partitioning=None)  # "v=<version>" is not a column
 
 
 def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train"):
     """Fresh pairs streamed from clean images, with the same rows as ``open_dataset``, nothing written."""
-    return synthesized_pairs(source_uri, config).filter(
-        expr=f"skip_reason == '' and split == '{split}'").drop_columns(["shard", "skip_reason", "converted_from"])
+    from ray.data.expressions import col
+
+    kept = (col("skip_reason") == "") & (col("split") == split)
+    return synthesized_pairs(source_uri, config).filter(expr=kept).drop_columns(
+        ["shard", "skip_reason", "converted_from"])
 
 
 def remove_unpublished(dataset_uri: str) -> list[str]:

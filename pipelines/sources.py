@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image  # header parsing only; decoding is OpenCV's
 
 from degradation_synth import as_rgb_uint8
 
@@ -46,7 +49,9 @@ def list_sources(uri: str) -> list[storage.FileInfo]:
 
 
 def source_id(root: str, file_uri: str) -> str:
-    """A stable id: the path relative to the source root."""
+    """A stable id: the file's path relative to the source root (a URI, or a local path in any form)."""
+    if not storage.is_s3(root):
+        root, file_uri = str(Path(root).resolve()), str(Path(file_uri).resolve())
     root = root.rstrip("/") + "/"
     return file_uri[len(root):] if file_uri.startswith(root) else file_uri
 
@@ -62,11 +67,11 @@ def listing_hash(ids_and_hashes: list[tuple[str, str]]) -> str:
 def _header_pixels(data: bytes) -> int | None:
     """Width x height from the file header without decoding, where OpenCV can tell (None otherwise)."""
     try:
-        from PIL import Image  # header parsing only; decoding is OpenCV's
-
         with Image.open(io.BytesIO(data)) as header:
             return header.width * header.height
-    except Exception:  # noqa: BLE001 - any failure just means "unknown", decoding decides
+    except Image.DecompressionBombError:  # beyond Pillow's own limit: certainly too large
+        return sys.maxsize
+    except Exception:  # noqa: BLE001 - any other failure just means "unknown", decoding decides
         return None
 
 

@@ -12,6 +12,7 @@ if the object is there: an exclusive link locally, a conditional put (``If-None-
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
@@ -27,6 +28,7 @@ import botocore.exceptions
 import pyarrow.fs as pafs
 
 S3_MAX_ATTEMPTS = int(os.environ.get("CPL_S3_MAX_ATTEMPTS", "5"))
+_STALE_LOCK_SECONDS = 10.0
 
 
 class StorageError(RuntimeError):
@@ -132,7 +134,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     except OSError as err:
         raise _translate(uri, err) from None
     finally:
-        partial.unlink(missing_ok=True)
+        _remove_quietly(partial)
 
 
 def create_only(uri: str, data: bytes) -> None:
@@ -159,7 +161,13 @@ def create_only(uri: str, data: bytes) -> None:
     except OSError as err:
         raise _translate(uri, err) from None
     finally:
-        partial.unlink(missing_ok=True)
+        _remove_quietly(partial)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temporary file; a failure here must not hide the error being raised."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _partial_path(path: Path) -> Path:
@@ -281,6 +289,10 @@ def _try_advance_local(uri: str, value: str) -> bool | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
+        # The lock is held for milliseconds; an old one was left by a killed process.
+        with contextlib.suppress(OSError):
+            if time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
+                lock.unlink()
         return None
     except OSError as err:
         raise _translate(uri, err) from None

@@ -37,7 +37,7 @@ LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRES
 
 
 class SynthesizeConfig(Frozen):
-    source: str
+    source: str | None = None  # required except with --clean
     output: datasets.OutputConfig = datasets.OutputConfig()
     synthesis: datasets.SynthesisConfig = datasets.SynthesisConfig()
     ray: RayConfig = RayConfig()
@@ -83,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             removed = datasets.remove_unpublished(storage.join(config.output.uri, config.output.name))
             print(f"removed {len(removed)} unpublished version(s): {', '.join(removed) or '-'}")
             return 0
+        if config.source is None:
+            raise ConfigError("config error: source: required (--source or source: in the config)")
         resolved = config.model_dump(mode="json")
         the_plan = datasets.plan(config.source, config.synthesis)
         if args.dry_run:
             print(json.dumps({"config": resolved, "plan": the_plan,
                               "output": storage.join(config.output.uri, config.output.name, "v=<new>")}, indent=2))
             return 0
+        storage.check_writable(storage.join(config.output.uri, config.output.name))  # before Ray starts
         return run(config, resolved, the_plan)
     except (ConfigError, ValueError, storage.StorageError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,6 +3,7 @@ form, one-line errors, ``--pack``, ``--clean``, and a run killed with SIGKILL be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 
 from pipelines import datasets, sources, storage
 
-from .conftest import REPO_ROOT, ROWS_PER_SHARD, SOURCE_COUNT, SYNTHESIS, shard_checksums, write_photo_folder
+from .conftest import REPO_ROOT, ROWS_PER_SHARD, SOURCE_COUNT, SYNTHESIS, shard_checksums
 
 # The flags that reproduce the shared datasets' config (``SYNTHESIS``, ``ROWS_PER_SHARD``).
 SAME_CONFIG = ["--seed", str(SYNTHESIS["seed"]), "--recipes", SYNTHESIS["recipes"], "--patch", str(SYNTHESIS["patch"]),
@@ -231,7 +232,8 @@ def test_a_run_killed_with_sigkill_before_publishing_leaves_nothing_readers_can_
                 assert time.monotonic() < deadline, "the job never reached publishing"
                 time.sleep(0.2)
         finally:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # already gone if it failed early
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
     killed = marker.read_text()

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from degradation_synth import RECIPE_SETS, RECIPES
-from pipelines.config import ConfigError, load_config, parse_override
+from pipelines.config import ConfigError, Frozen, load_config, parse_override
 from pipelines.datasets import SynthesisConfig
 from pipelines.synthesize import SynthesizeConfig
 
@@ -96,8 +96,12 @@ def test_a_bad_value_error_shows_what_was_given():
 
 
 def test_a_missing_required_key_is_named():
-    with pytest.raises(ConfigError, match=r"config error: source: Field required"):
-        load_config(SynthesizeConfig, None, ["synthesis.seed=1"])
+    class Needs(Frozen):
+        inner: dict[str, int]
+        name: str
+
+    with pytest.raises(ConfigError, match=r"config error: name: Field required"):
+        load_config(Needs, None, ["inner.a=1"])
 
 
 @pytest.mark.parametrize("item", ["synthesis.seed", "=3", "  =3", ""])

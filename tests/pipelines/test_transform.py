@@ -14,6 +14,7 @@ from collections import Counter
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
@@ -60,9 +61,14 @@ def as_image(data: bytes, side: int = PATCH) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(side, side, 3)
 
 
-def as_group(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows as the numpy group Ray Data hands to ``map_groups``."""
-    return {column: np.array([row[column] for row in rows], dtype=object) for column in PAIR_COLUMNS}
+def as_group(rows: list[dict]) -> pa.Table:
+    """Rows as the Arrow group Ray Data hands to ``map_groups``."""
+    return pa.table({column: [row[column] for row in rows] for column in PAIR_COLUMNS})
+
+
+def write(rows: list[dict], version_uri: str) -> dict[str, list]:
+    """``write_shard`` on one group, its one-row stats table as a dict of columns."""
+    return write_shard(as_group(rows), version_uri).to_pydict()
 
 
 # --- Synthesize --------------------------------------------------------------------------------------
@@ -198,8 +204,8 @@ def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tm
     rows = shard_rows(files)
     shuffled = rows[:]
     random.Random(3).shuffle(shuffled)
-    first = write_shard(as_group(rows), str(tmp_path / "a"))
-    second = write_shard(as_group(shuffled), str(tmp_path / "b"))
+    first = write(rows, str(tmp_path / "a"))
+    second = write(shuffled, str(tmp_path / "b"))
     assert first == second
     name = first["path"][0]
     data = (tmp_path / "a" / name).read_bytes()
@@ -210,7 +216,7 @@ def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tm
 def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_schema(files, tmp_path):
     rows = shard_rows({**files, "empty.jpg": b""})
     random.Random(5).shuffle(rows)
-    stats = write_shard(as_group(rows), str(tmp_path))
+    stats = write(rows, str(tmp_path))
     assert stats["path"] == ["part-train-00000.parquet"] and stats["rows"] == [2 * len(files)]
     table = pq.read_table(io.BytesIO((tmp_path / stats["path"][0]).read_bytes()))
     assert table.schema.names == SHARD_SCHEMA.names
@@ -222,7 +228,7 @@ def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_sch
 
 def test_a_shard_of_skipped_sources_only_writes_no_file_but_reports_them(tmp_path):
     rows = shard_rows({"empty.jpg": b"", "notes.jpg": b"text " * 30})
-    stats = write_shard(as_group(rows), str(tmp_path / "v"))
+    stats = write(rows, str(tmp_path / "v"))
     assert stats["rows"] == [0] and stats["path"] == [""]
     assert sorted(map(tuple, json.loads(stats["skipped"][0]))) == [(sources.EMPTY, "empty.jpg"),
                                                                   (sources.UNDECODABLE, "notes.jpg")]

@@ -118,33 +118,25 @@ def read_bytes(uri: str) -> bytes:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` atomically, replacing any object at ``uri``."""
-    if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data)  # single-object puts are atomic
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise _translate(uri, err) from None
-        return
-    path = Path(uri)
-    partial = _partial_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except OSError as err:
-        raise _translate(uri, err) from None
-    finally:
-        _remove_quietly(partial)
+    _put(uri, data, exclusive=False)
 
 
 def create_only(uri: str, data: bytes) -> None:
     """Write ``data`` at ``uri`` only if nothing is there; raise ``AlreadyExists`` otherwise."""
+    _put(uri, data, exclusive=True)
+
+
+_PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _put(uri: str, data: bytes, exclusive: bool) -> None:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
+        condition = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)  # single-object puts are atomic
         except botocore.exceptions.ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if exclusive and err.response.get("Error", {}).get("Code") in _PRECONDITION_FAILED:
                 raise AlreadyExists(f"{uri}: already exists") from None
             raise _translate(uri, err) from None
         except botocore.exceptions.BotoCoreError as err:
@@ -155,9 +147,11 @@ def create_only(uri: str, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(data)
-        os.link(partial, path)  # atomic and exclusive: fails if the name exists, never shows a partial file
-    except FileExistsError:
-        raise AlreadyExists(f"{uri}: already exists") from None
+        try:
+            # Both are atomic, so no reader sees a partial file; link also fails if the name exists.
+            (os.link if exclusive else os.replace)(partial, path)
+        except FileExistsError:
+            raise AlreadyExists(f"{uri}: already exists") from None
     except OSError as err:
         raise _translate(uri, err) from None
     finally:
@@ -277,7 +271,7 @@ def _try_advance_s3(uri: str, value: str) -> bool | None:
         client.put_object(Bucket=bucket, Key=key, Body=value.encode(), **condition)
         return True
     except botocore.exceptions.ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+        if err.response.get("Error", {}).get("Code") in _PRECONDITION_FAILED:
             return None  # someone else moved it first: read again
         raise _translate(uri, err) from None
 

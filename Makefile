@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 # Rebuilt whenever the dependencies change. pip (not uv/poetry) so that a local CPU wheel of
 # torch on pip's find-links is used; see README "Installing".
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@echo "Setting up $(VENV) (first run: about 2-3 minutes)..."
+	@echo "Setting up $(VENV) (first run: about 3-4 minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@

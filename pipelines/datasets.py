@@ -104,7 +104,7 @@ def split_of(content_sha256: str, val_fraction: float, test_fraction: float) -> 
 
 
 class Synthesize:
-    """Ray Data ``map_batches`` callable: source rows (id, sha256, bytes) -> pair rows.
+    """The synthesis transform: a batch of source rows (id, sha256, bytes) -> pair rows.
 
     A skipped source yields one row with ``skip_reason`` set and empty images, so that the job can
     count it; readers never see those rows.

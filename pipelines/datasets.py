@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections import Counter, defaultdict
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -206,28 +206,37 @@ def new_version() -> str:
 
 def plan(source_uri: str, config: SynthesisConfig) -> dict[str, Any]:
     """What a run would do, without decoding anything: sources found, recipes, expected pairs."""
+    return _plan(source_uri, config)[0]
+
+
+def _plan(source_uri: str, config: SynthesisConfig) -> tuple[dict[str, Any], list[storage.FileInfo] | None]:
+    """The plan, and the source listing of a folder (None for a packed table), listed once."""
+    files = None
     if sources.is_packed(source_uri):
-        summary = json.loads(storage.read_bytes(storage.join(source_uri, sources.PACKED_MARKER)))
-        count = summary["count"]
+        count = json.loads(storage.read_bytes(storage.join(source_uri, sources.PACKED_MARKER)))["count"]
     else:
-        count = len(sources.list_sources(source_uri))
+        files = sources.list_sources(source_uri)
+        count = len(files)
     recipes = config.resolved_recipes()
-    return {"source": source_uri, "packed": sources.is_packed(source_uri), "sources": count,
-            "recipes": [r.name for r in recipes], "expected_pairs": count * config.crops_per_image}
+    summary = {"source": source_uri, "packed": files is None, "sources": count,
+               "recipes": [r.name for r in recipes], "expected_pairs": count * config.crops_per_image}
+    return summary, files
 
 
-def read_sources(source_uri: str):
-    """A Ray Dataset of (id, sha256, bytes) rows from a packed table or a folder/prefix."""
+def read_sources(source_uri: str, files: list[storage.FileInfo] | None = None):
+    """A Ray Dataset of (id, sha256, bytes) rows from a packed table or a folder/prefix.
+
+    ``files``: the folder's listing when the caller already has it (listing S3 prefixes is slow).
+    """
     import ray.data
 
-    if sources.is_packed(source_uri):
-        files = [f.uri for f in storage.list_files(source_uri, (".parquet",))]
+    if files is None and sources.is_packed(source_uri):
+        tables = [f.uri for f in storage.list_files(source_uri, (".parquet",))]
         fs, _ = storage.filesystem(source_uri)
-        return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
+        return ray.data.read_parquet([storage.filesystem(f)[1] for f in tables], filesystem=fs,
                                      partitioning=None).select_columns(["id", "sha256", "bytes"])
-    files = sources.list_sources(source_uri)
-    if not files:
-        raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
+    if files is None:
+        files = sources.list_sources(source_uri)
     fs, _ = storage.filesystem(source_uri)
     raw = ray.data.read_binary_files([storage.filesystem(f.uri)[1] for f in files], filesystem=fs,
                                      include_paths=True)
@@ -241,14 +250,15 @@ def read_sources(source_uri: str):
     return raw.map_batches(describe, batch_format="numpy")
 
 
-def synthesized_pairs(source_uri: str, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None):
+def synthesized_pairs(source_uri: str, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None,
+                      files: list[storage.FileInfo] | None = None):
     """The Ray Data stage both modes share: source rows -> pair rows (plus one row per skipped source).
 
     Synthesis runs as tasks, not an actor pool: an actor holds its CPU for the whole job, which on a
     one- or two-core machine leaves the read tasks no CPU and hangs the job. Building ``Synthesize``
     per batch costs microseconds.
     """
-    return read_sources(source_uri).map_batches(
+    return read_sources(source_uri, files).map_batches(
         _synthesize_batch, fn_kwargs={"config": config, "shards_per_split": shards_per_split}, batch_size=4,
         batch_format="numpy", num_cpus=1)
 
@@ -270,9 +280,7 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     from ray.data import DataContext
     from ray.data.context import ShuffleStrategy
 
-    expected = plan(source_uri, config)
-    if not expected["sources"]:
-        raise storage.StorageError(f"{source_uri}: no images ({', '.join(sources.IMAGE_SUFFIXES)}) found")
+    expected, files = _plan(source_uri, config)
     dataset_uri = storage.join(output.uri, output.name)
     storage.check_writable(dataset_uri)
     version = new_version()
@@ -289,7 +297,8 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     context = DataContext.get_current()
     previous, context.shuffle_strategy = context.shuffle_strategy, ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     try:
-        grouped = synthesized_pairs(source_uri, config, shards).groupby("shard", num_partitions=sum(shards.values()))
+        grouped = synthesized_pairs(source_uri, config, shards, files).groupby(
+            "shard", num_partitions=sum(shards.values()))
         stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri},
                                    batch_format="pyarrow").take_all()
     finally:

@@ -43,9 +43,12 @@ def is_packed(uri: str) -> bool:
 
 
 def list_sources(uri: str) -> list[storage.FileInfo]:
-    """Image files under a folder or prefix, sorted. Raises ``StorageError`` if unreadable."""
+    """Image files under a folder or prefix, sorted. Raises ``StorageError`` if unreadable or empty."""
     storage.check_readable(uri)
-    return storage.list_files(uri, IMAGE_SUFFIXES)
+    files = storage.list_files(uri, IMAGE_SUFFIXES)
+    if not files:
+        raise storage.StorageError(f"{uri}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
 
 
 def source_id(root: str, file_uri: str) -> str:
@@ -121,8 +124,6 @@ def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
     Raises ``StorageError`` for unreadable sources or an existing packed table.
     """
     files = list_sources(source_uri)
-    if not files:
-        raise storage.StorageError(f"{source_uri}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     storage.check_writable(packed_uri)
     if is_packed(packed_uri):
         raise storage.AlreadyExists(f"{packed_uri}: already holds a packed table")

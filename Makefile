@@ -1,5 +1,5 @@
 # Two commands (see README.md):
-#   make quickstart   set up .venv and run the main job on the embedded default
+#   make quickstart   set up .venv and run the main job on the embedded default (pipelines/train.py)
 #   make test         set up .venv and run the whole test suite (what .ci/run calls)
 
 PYTHON ?= python3
@@ -19,9 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
-quickstart: setup preview
-	$(BIN)/python -m degradation_synth.bench --sizes 128 256 --recipes noise25 haze rain blur low_light \
-		cdd11/low_haze_rain physical/low_haze_rain --seconds 0.5 --repeats 2
+quickstart: setup
+	$(BIN)/python pipelines/train.py
 
 preview: setup
 	$(BIN)/python -m degradation_synth preview --out $(OUT)/preview.png

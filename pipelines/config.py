@@ -51,12 +51,15 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = (),
                 defaults: dict[str, Any] | None = None) -> Model:
-    """Build ``model`` from ``defaults``, then the YAML file at ``path``, then ``overrides``.
+    """Build ``model`` from ``defaults`` (default: the model's own), then the YAML file at ``path``,
+    then ``overrides``.
 
     Raises:
         ConfigError: for an unreadable file, a malformed override, an unknown key or a bad value.
     """
-    tree: dict[str, Any] = copy.deepcopy(defaults or {})
+    # Start from the model's own defaults, so that overriding one key of a section whose default is a
+    # customised instance (e.g. data.synthesis.patch) keeps that instance's other values.
+    tree: dict[str, Any] = copy.deepcopy(defaults) if defaults is not None else _defaults(model)
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -73,9 +76,20 @@ def load_config(model: type[Model], path: str | Path | None = None, overrides: l
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        got = f" (got {first['input']!r})" if first["type"] != "extra_forbidden" and "input" in first else ""
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        shown = first["type"] not in ("extra_forbidden", "value_error") and "input" in first  # not a whole section
+        got = f" (got {first['input']!r})" if shown else ""
         raise ConfigError(f"config error: {key}: {message}{got}") from None
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's default values as a plain tree (required fields left out)."""
+    tree: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if not field.is_required():
+            value = field.get_default(call_default_factory=True)
+            tree[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
+    return tree
 
 
 def _merge(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -103,6 +103,12 @@ def split_of(content_sha256: str, val_fraction: float, test_fraction: float) -> 
     return "train"
 
 
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    top = int(rng.integers(0, image.shape[0] - size + 1))
+    left = int(rng.integers(0, image.shape[1] - size + 1))
+    return np.ascontiguousarray(image[top:top + size, left:left + size])
+
+
 class Synthesize:
     """The synthesis transform: a batch of source rows (id, sha256, bytes) -> pair rows.
 
@@ -118,15 +124,19 @@ class Synthesize:
         self.shards_per_split = shards_per_split or {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        """``batch`` may carry a ``pass`` column (online streams): pass p makes crops p * crops_per_image
+        onwards, so every pass over the sources yields fresh, still deterministic pairs."""
         out: dict[str, list] = {column: [] for column in PAIR_COLUMNS}
-        for identifier, content, data in zip(batch["id"], batch["sha256"], batch["bytes"], strict=True):
+        passes = batch.get("pass", np.zeros(len(batch["id"]), np.int64))
+        for identifier, content, data, pass_ in zip(batch["id"], batch["sha256"], batch["bytes"], passes, strict=True):
             decoded = sources.decode(bytes(data), max_pixels=self.config.max_pixels, min_side=self.config.patch)
             split = split_of(content, self.config.val_fraction, self.config.test_fraction)
             if decoded.image is None:
                 self._append(out, identifier, content, -1, split, None, None, None, decoded)
                 continue
-            for crop in range(self.config.crops_per_image):
-                clean = self._crop(decoded.image, rng_for(self.config.seed, content, crop, "crop"))
+            first = int(pass_) * self.config.crops_per_image
+            for crop in range(first, first + self.config.crops_per_image):
+                clean = random_crop(decoded.image, self.config.patch, rng_for(self.config.seed, content, crop, "crop"))
                 choice = rng_for(self.config.seed, content, crop, "recipe").random()
                 recipe = self.recipes[min(int(np.searchsorted(self.cumulative, choice, side="right")),
                                           len(self.recipes) - 1)]
@@ -135,12 +145,6 @@ class Synthesize:
         for column in ("crop", "height", "width"):  # the shard schema's types, for online rows too
             out[column] = np.asarray(out[column], np.int32)
         return out
-
-    def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        size = self.config.patch
-        top = int(rng.integers(0, image.shape[0] - size + 1))
-        left = int(rng.integers(0, image.shape[1] - size + 1))
-        return np.ascontiguousarray(image[top:top + size, left:left + size])
 
     def _append(self, out, identifier, content, crop, split, recipe, images, record, decoded) -> None:
         sample_id = f"{identifier}#{crop}"
@@ -335,7 +339,7 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
                 counts[row["split"]][recipe] = counts[row["split"]].get(recipe, 0) + n
     return {
         "format": MANIFEST_FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": _code_version(), "seed": config.seed, "config": resolved_config,
+        "code_version": code_version(), "seed": config.seed, "config": resolved_config,
         "recipes": {r.name: r.to_config() for r in config.resolved_recipes()},
         "sources": {"uri": expected["source"], "total": expected["sources"]},
         "counts": counts, "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
@@ -343,7 +347,7 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
     }
 
 
-def _code_version() -> str:
+def code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -416,13 +420,67 @@ def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST"
     return ray.data.read_parquet(paths, filesystem=fs, partitioning=None)  # "v=<version>" is not a column
 
 
-def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train"):
-    """Fresh pairs streamed from clean images, with the same rows as ``open_dataset``, nothing written."""
+def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train", passes: int = 1,
+                   first_pass: int = 0):
+    """Fresh pairs streamed from clean images, with the same rows as ``open_dataset``, nothing written.
+
+    The stream makes ``passes`` passes over the sources, ``config.crops_per_image`` new crops per
+    source each (pass-major, so every stretch of the stream mixes all sources). ``first_pass`` starts
+    later in the same stream, e.g. where a resumed training run left off.
+    """
+    import ray.data
     from ray.data.expressions import col
 
+    units = sources.source_units(source_uri)
+    work = ray.data.from_items([{"unit": unit, "pass": p} for p in range(first_pass, first_pass + passes)
+                                for unit in units])
     kept = (col("skip_reason") == "") & (col("split") == split)
-    return synthesized_pairs(source_uri, config).filter(expr=kept).drop_columns(
+    return work.map_batches(_synthesize_units, fn_kwargs={"source_uri": source_uri, "config": config},
+                            batch_size=1, batch_format="numpy", num_cpus=1).filter(expr=kept).drop_columns(
         ["shard", "skip_reason", "converted_from"])
+
+
+def _synthesize_units(batch: dict[str, np.ndarray], source_uri: str, config: SynthesisConfig) -> dict[str, list]:
+    rows: dict[str, list] = {"id": [], "sha256": [], "bytes": [], "pass": []}
+    for unit, pass_ in zip(batch["unit"], batch["pass"], strict=True):
+        read = sources.read_unit(source_uri, str(unit))
+        for key in ("id", "sha256", "bytes"):
+            rows[key] += read[key]
+        rows["pass"] += [int(pass_)] * len(read["id"])
+    return Synthesize(config)(rows)
+
+
+def validation_pairs(source_uri: str, config: SynthesisConfig, crops_per_recipe: int = 1,
+                     split: str = "val") -> dict[str, Any]:
+    """A frozen evaluation set from a split's sources: every recipe on ``crops_per_recipe`` crops of each.
+
+    Small by design (it is built in one process): sources x recipes x crops pairs, with numpy
+    ``degraded``/``clean`` (N, patch, patch, 3) uint8 and lists ``task``, ``recipe``, ``sample_id``.
+    Raises ``ValueError`` when the split has no usable source.
+    """
+    recipes = config.resolved_recipes()
+    out: dict[str, list] = {"degraded": [], "clean": [], "task": [], "recipe": [], "sample_id": []}
+    for unit in sources.source_units(source_uri):
+        read = sources.read_unit(source_uri, unit)
+        for identifier, content, data in zip(read["id"], read["sha256"], read["bytes"], strict=True):
+            if split_of(content, config.val_fraction, config.test_fraction) != split:
+                continue
+            image = sources.decode(data, max_pixels=config.max_pixels, min_side=config.patch).image
+            if image is None:
+                continue
+            for crop in range(crops_per_recipe):
+                clean = random_crop(image, config.patch, rng_for(config.seed, content, crop, split, "crop"))
+                for recipe in recipes:
+                    degraded, _ = degrade(clean, recipe, rng_for(config.seed, content, crop, split, recipe.name))
+                    out["degraded"].append(degraded)
+                    out["clean"].append(clean)
+                    out["task"].append(recipe.task)
+                    out["recipe"].append(recipe.name)
+                    out["sample_id"].append(f"{identifier}#{crop}/{recipe.name}")
+    if not out["task"]:
+        raise ValueError(f"{source_uri}: no usable source image falls in the {split} split "
+                         f"(val_fraction={config.val_fraction}, test_fraction={config.test_fraction})")
+    return {**out, "degraded": np.stack(out["degraded"]), "clean": np.stack(out["clean"])}
 
 
 def remove_unpublished(dataset_uri: str) -> list[str]:

@@ -51,12 +51,25 @@ def list_sources(uri: str) -> list[storage.FileInfo]:
     return files
 
 
+def source_units(uri: str) -> list[str]:
+    """The units a source is read in: its image files, or the Parquet files of a packed table."""
+    if is_packed(uri):
+        return [f.uri for f in storage.list_files(uri, (".parquet",))]
+    return [f.uri for f in list_sources(uri)]
+
+
+def read_unit(root: str, unit: str) -> dict[str, list]:
+    """Source rows ``{"id", "sha256", "bytes"}`` of one unit of ``source_units(root)``."""
+    if unit.endswith(".parquet"):  # image files never have that suffix
+        table = pq.read_table(io.BytesIO(storage.read_bytes(unit)), columns=["id", "sha256", "bytes"])
+        return table.to_pydict()
+    data = storage.read_bytes(unit)
+    return {"id": [source_id(root, unit)], "sha256": [hashlib.sha256(data).hexdigest()], "bytes": [data]}
+
+
 def source_id(root: str, file_uri: str) -> str:
     """A stable id: the file's path relative to the source root (a URI, or a local path in any form)."""
-    if not storage.is_s3(root):
-        root, file_uri = str(Path(root).resolve()), str(Path(file_uri).resolve())
-    root = root.rstrip("/") + "/"
-    return file_uri[len(root):] if file_uri.startswith(root) else file_uri
+    return storage.relative(file_uri, root)
 
 
 def listing_hash(ids_and_hashes: list[tuple[str, str]]) -> str:
@@ -146,3 +159,22 @@ def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
     summary = {"source": source_uri, "count": len(pairs), "listing_sha256": listing_hash(pairs)}
     storage.create_only(storage.join(packed_uri, PACKED_MARKER), json.dumps(summary, indent=2).encode())
     return summary
+
+
+def sample_photos(folder: str | Path) -> str:
+    """Copy the sample photos that ship inside the scikit-image/matplotlib/scikit-learn wheels into
+    ``folder`` (once) and return it: the embedded default's clean images. Raises ``RuntimeError``
+    when none of those packages is installed."""
+    from degradation_synth.samples import sample_photo_paths
+
+    paths = sample_photo_paths()
+    if not paths:
+        raise RuntimeError("no sample photos: install scikit-image, matplotlib or scikit-learn "
+                           "(pip install 'cpl-restore[samples]'), or set data.source")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in sorted(paths.items()):
+        target = folder / f"{name}{path.suffix}"
+        if not target.exists():
+            storage.write_bytes(str(target), path.read_bytes())  # atomic: a killed copy leaves no half file
+    return str(folder.resolve())

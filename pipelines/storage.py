@@ -56,6 +56,19 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri).joinpath(*parts))
 
 
+def absolute(uri: str) -> str:
+    """``uri`` unchanged for s3://, else the absolute local path (worker processes have other cwds)."""
+    return uri if is_s3(uri) else str(Path(uri).resolve())
+
+
+def relative(uri: str, root: str) -> str:
+    """``uri``'s path below ``root`` (both URIs, or local paths in any form); ``uri`` itself if not below."""
+    if not is_s3(root):
+        root, uri = str(Path(root).resolve()), str(Path(uri).resolve())
+    root = root.rstrip("/") + "/"
+    return uri[len(root):] if uri.startswith(root) else uri
+
+
 def _bucket_key(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     return parsed.netloc, parsed.path.lstrip("/")

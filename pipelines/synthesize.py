@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,18 +21,7 @@ if __package__ in (None, ""):  # run as `python pipelines/synthesize.py` (how `r
 
 from pipelines import datasets, sources, storage  # noqa: E402
 from pipelines.config import ConfigError, Frozen, load_config  # noqa: E402
-
-
-class RayConfig(Frozen):
-    address: str | None = None  # None: RAY_ADDRESS if set, else a local instance
-    num_cpus: int | None = None  # local instance only
-    progress_bars: bool = True
-
-
-# For a local instance: let worker processes keep freed memory instead of page-faulting image-sized
-# buffers in again (15x slower on VMs with costly page faults; docs/benchmarks.md). On a cluster, set
-# these in the job's runtime_env or the node image instead.
-LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+from pipelines.runtime import RayConfig, init_ray  # noqa: E402
 
 
 class SynthesizeConfig(Frozen):
@@ -99,14 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: SynthesizeConfig, resolved: dict, the_plan: dict) -> int:
-    import ray
-    from ray.data import DataContext
-
-    local = config.ray.address is None and not os.environ.get("RAY_ADDRESS")
-    ray.init(address=config.ray.address, num_cpus=config.ray.num_cpus if local else None, include_dashboard=False,
-             log_to_driver=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": LOCAL_WORKER_ENV} if local else None)
-    DataContext.get_current().enable_progress_bars = config.ray.progress_bars
+    init_ray(config.ray)
     print(f"synthesizing {the_plan['expected_pairs']} pairs from {the_plan['sources']} sources "
           f"({'packed' if the_plan['packed'] else 'folder'}) with {len(the_plan['recipes'])} recipes")
     manifest = datasets.synthesize(config.source, config.output, config.synthesis, resolved)

@@ -1,0 +1,234 @@
+"""The training job on the driver: data, the MLflow run, the Ray Train fit, and the registered model.
+
+    train(config) -> Summary
+
+1. Everything that can fail fast does, before Ray starts: config (already validated), tracking server,
+   checkpoint storage, dataset manifest or clean-image source.
+2. The driver creates the MLflow run (or finds it, when the run name is reused) and freezes the
+   validation pairs; Ray Train workers run ``worker.train_loop`` on a DeepSpeed engine.
+3. The best checkpoint by validation PSNR becomes a new version of the registered model, logged as a
+   pyfunc (``pipelines/serving.py``) with a signature, an input example, a model card and an image grid.
+
+Re-running with the same ``run.name`` resumes: Ray Train restarts from the run's latest checkpoint under
+``run.storage`` and the same MLflow run continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cpl_model
+
+from . import datasets, sources, storage, tracking
+from .runtime import init_ray, is_local, local_cpus
+from .training_config import SAMPLES, TrainConfig, tracking_uri
+from .worker import WEIGHTS, metric_name, train_loop, validate
+
+SAMPLE_FOLDER = "outputs/sample_photos"
+
+
+@dataclass
+class Summary:
+    run_name: str
+    run_id: str
+    tracking_uri: str
+    model_uri: str | None
+    model_version: str | None
+    dataset: str
+    checkpoint: str
+    steps: int
+    per_task: dict[str, dict[str, float]]  # task -> {"input_psnr", "psnr", "ssim", ...}
+
+    def lines(self) -> list[str]:
+        rows = [f"run {self.run_name} ({self.run_id}) at {self.tracking_uri}",
+                f"  model:      {self.model_uri or 'not registered'}"
+                + (f" (version {self.model_version})" if self.model_version else ""),
+                f"  data:       {self.dataset}", f"  checkpoint: {self.checkpoint} (step {self.steps})",
+                "  validation PSNR (dB), degraded input -> restored:"]
+        for task, values in self.per_task.items():
+            rows.append(f"    {task:<28} {values['input_psnr']:6.2f} -> {values['psnr']:6.2f}"
+                        f"  ({values['psnr'] - values['input_psnr']:+.2f})")
+        return rows
+
+
+def new_run_name() -> str:
+    return time.strftime("cpl-%Y%m%d-%H%M%S", time.gmtime())
+
+
+def plan(config: TrainConfig) -> dict[str, Any]:
+    """What a run would do, checking nothing remote (``--dry-run``)."""
+    samples_per_step = config.data.batch_size * config.optim.accumulation * config.scaling.workers
+    return {"run": config.run.name or "<new>", "tracking_uri": tracking_uri(config),
+            "checkpoints": storage.join(config.run.storage, config.run.name or "<new>"),
+            "data": (f"published {config.data.dataset} ({config.data.version})" if config.data.dataset
+                     else f"online synthesis from {config.data.source} ({config.data.synthesis.recipes})"),
+            "model": f"{config.model.preset}/{config.model.prompt}", "steps": config.optim.max_steps,
+            "samples_per_step": samples_per_step, "samples": samples_per_step * config.optim.max_steps,
+            "workers": config.scaling.workers, "gpu": config.scaling.use_gpu}
+
+
+def preflight(config: TrainConfig) -> None:
+    """Fail before any work when a location is unusable or the local CPUs cannot host the job.
+
+    Raises:
+        ConnectionError, StorageError, ValueError: naming the URI or key at fault.
+    """
+    tracking.check_reachable(tracking_uri(config))
+    storage.check_writable(config.run.storage)
+    if config.data.dataset:
+        datasets.read_manifest(config.data.dataset, config.data.version, verify=False)
+    elif config.data.source != SAMPLES:
+        sources.source_units(config.data.source)
+    if is_local(config.ray) and not config.scaling.use_gpu:
+        cpus = local_cpus(config.ray)
+        needed = config.scaling.workers * config.scaling.cpus_per_worker
+        if needed > cpus - 1:
+            # Training workers holding every CPU leave Ray Data none: the job would hang, not fail.
+            raise ValueError(f"scaling: {config.scaling.workers} workers x {config.scaling.cpus_per_worker} CPU "
+                             f"leave none of the {cpus} local CPUs for the data pipeline; lower "
+                             "scaling.cpus_per_worker (fractions are fine) or raise ray.num_cpus")
+
+
+def train(config: TrainConfig) -> Summary:
+    """Run (or resume) the training job described by ``config``; see the module docstring."""
+    preflight(config)
+    run_name = config.run.name or new_run_name()
+    uri = tracking_uri(config)
+    source = sources.sample_photos(SAMPLE_FOLDER) if not config.data.dataset and config.data.source == SAMPLES \
+        else storage.absolute(config.data.source)  # Ray workers do not share the driver's working directory
+    resolved = config.model_dump(mode="json")
+    resolved["run"]["name"] = run_name
+
+    init_ray(config.ray, log_to_driver=True)  # rank 0 prints a progress line per checkpoint
+    if config.data.dataset:
+        manifest = datasets.read_manifest(config.data.dataset, config.data.version)
+        dataset_label = f"{config.data.dataset}@{manifest['version']}"
+        dataset_tags = {"dataset": config.data.dataset, "dataset.version": manifest["version"],
+                        "dataset.manifest_sha256": _manifest_digest(manifest)}
+        validation = published_validation(config, manifest["version"])
+    else:
+        dataset_label = f"online:{source}"
+        dataset_tags = {"dataset": dataset_label, "dataset.version": f"online-seed-{config.data.synthesis.seed}"}
+        validation = datasets.validation_pairs(source, config.data.synthesis, config.validation.crops_per_recipe)
+    run_id, resumed = tracking.start_or_resume_run(
+        uri, config.tracking.experiment, run_name, tracking.flatten(resolved),
+        {**dataset_tags, "code_version": datasets.code_version(), "cpl.preset": config.model.preset})
+    if resumed and tracking.run_tag(uri, run_id, tracking.MODEL_VERSION_TAG):
+        raise ValueError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
+
+    print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}, "
+          f"{config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}", flush=True)
+    try:
+        result = _fit(config, resolved, run_name, run_id, uri, source, validation)
+    except BaseException:
+        tracking.finish_run(uri, run_id, "FAILED")
+        raise
+    return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
+
+
+def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
+         validation: dict[str, Any]):
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    scaling = config.scaling
+    fs, storage_path = storage.filesystem(config.run.storage)
+    samples_per_step = config.data.batch_size * config.optim.accumulation * scaling.workers
+    resume_step = latest_checkpoint_step(config.run.storage, run_name)
+    if config.data.dataset:
+        train_data = datasets.open_dataset(config.data.dataset, "train", config.data.version, verify=False)
+    else:
+        train_data = online_training_stream(source, config, samples_per_step, resume_step)
+    threads = None
+    if is_local(config.ray) and not scaling.use_gpu:
+        threads = max(1, local_cpus(config.ray) // scaling.workers)  # the data pipeline is light next to training
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"config": resolved, "run_id": run_id, "tracking_uri": uri,
+                           "validation": ray.put(validation), "torch_threads": threads},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers, use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker,
+                                  **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}),
+        run_config=RunConfig(
+            name=run_name, storage_path=storage_path, storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=config.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep,
+                                               checkpoint_score_attribute="val_psnr",
+                                               checkpoint_score_order="max")),
+        datasets={"train": train_data},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    return trainer.fit()
+
+
+def online_training_stream(source: str, config: TrainConfig, samples_per_step: int, resume_step: int):
+    """An online stream long enough for the run; a resumed run starts about where the last checkpoint was."""
+    synthesis = config.data.synthesis
+    train_fraction = 1 - synthesis.val_fraction - synthesis.test_fraction
+    images = datasets.plan(source, synthesis)["sources"]
+    pairs_per_pass = max(1, round(images * train_fraction) * synthesis.crops_per_image)
+    passes_needed = math.ceil(config.optim.max_steps * samples_per_step / pairs_per_pass) + 1
+    first_pass = resume_step * samples_per_step // pairs_per_pass
+    return datasets.online_dataset(source, synthesis, "train", passes=max(1, passes_needed - first_pass),
+                                   first_pass=first_pass)
+
+
+def latest_checkpoint_step(storage_uri: str, run_name: str) -> int:
+    """The step of the newest checkpoint folder (``step-<N>``) of ``run_name``; 0 for a new run."""
+    run_uri = storage.join(storage_uri, run_name)
+    folders = {storage.relative(info.uri, run_uri).split("/", 1)[0] for info in storage.list_files(run_uri)}
+    return max((int(name[5:]) for name in folders if name.startswith("step-") and name[5:].isdigit()), default=0)
+
+
+def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
+    """The first ``validation.max_pairs`` pairs (by sample id) of a published version's val split."""
+    import pyarrow as pa
+    import ray
+
+    refs = datasets.open_dataset(config.data.dataset, "val", version, verify=False).to_arrow_refs()
+    rows = pa.concat_tables(ray.get(refs)).sort_by("sample_id").slice(0, config.validation.max_pairs).to_pydict()
+    height, width = rows["height"][0], rows["width"][0]
+
+    def images(column: str) -> np.ndarray:
+        return np.stack([np.frombuffer(b, np.uint8) for b in rows[column]]).reshape(-1, height, width, 3)
+
+    return {"degraded": images("degraded"), "clean": images("clean"), "task": rows["task"],
+            "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, run_id: str, uri: str,
+              dataset_label: str, validation: dict[str, Any]) -> Summary:
+    """Evaluate the best checkpoint on the validation set and log + register it."""
+    from .publishing import log_and_register
+
+    best = result.get_best_checkpoint("val_psnr", "max") if result.best_checkpoints else result.checkpoint
+    if best is None:
+        raise RuntimeError(f"run {run_name}: training reported no checkpoint")
+    with best.as_directory() as directory:
+        model, extra = cpl_model.load_checkpoint(Path(directory) / WEIGHTS)
+    metrics = validate(model, validation, torch.device("cpu"), torch.float32)
+    per_task = {}
+    for task in sorted(set(validation["task"])):
+        prefix = f"val/{metric_name(task)}/"
+        per_task[task] = {name: metrics[prefix + name] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
+    per_task["all"] = {name: metrics[f"val/{name}"] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
+    model_uri, version = log_and_register(config, resolved, model, run_id, uri, run_name, dataset_label,
+                                          per_task, validation, extra.get("step", 0))
+    tracking.finish_run(uri, run_id, tags={tracking.MODEL_VERSION_TAG: version or "", "best_checkpoint": best.path})
+    return Summary(run_name, run_id, uri, model_uri, version, dataset_label, best.path, extra.get("step", 0), per_task)
+

@@ -1,0 +1,143 @@
+"""The training job's configuration: every section, its defaults, and the checks that run on the driver.
+
+A file under ``configs/`` plus ``--set`` overrides is validated into ``TrainConfig`` before Ray starts,
+so an unknown key or a bad value fails at once, naming the key (see ``pipelines.config``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+import cpl_model
+
+from .config import Frozen
+from .datasets import SynthesisConfig
+from .runtime import RayConfig
+
+SAMPLES = "samples"  # data.source: the clean photos that ship inside the scikit-image/matplotlib/sklearn wheels
+
+
+class RunSection(Frozen):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # None: a fresh name; a used name resumes
+    seed: int = Field(0, ge=0)
+    storage: str = "outputs/runs"  # Ray Train storage_path for checkpoints: a folder or s3://bucket/prefix
+    max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint; -1: unlimited
+
+
+class ModelSection(Frozen):
+    preset: str = "tiny"
+    prompt: str = "sparse"
+    overrides: dict[str, Any] = {}  # ModelConfig fields, e.g. {top_k: 2}
+    # Zero the output projection, so training starts from the identity (the global residual): a model
+    # is never worse than its input at step 0, which short runs feel most.
+    identity_init: bool = True
+
+    @model_validator(mode="after")
+    def _buildable(self) -> "ModelSection":
+        cpl_model.preset(self.preset, prompt=self.prompt, **self.overrides)  # raises ValueError naming the field
+        return self
+
+
+class LossSection(Frozen):
+    l1_weight: float = Field(1.0, ge=0)
+    # cpl_model.CPRConfig fields (weight, form, negatives, start_step, ...). The ratio form is large
+    # while prompts barely differ, so CPR starts after the L1 warm-up here.
+    cpr: dict[str, Any] = {"start_step": 200}
+
+    def build(self) -> cpl_model.LossConfig:
+        return cpl_model.LossConfig.from_dict({"l1_weight": self.l1_weight, "cpr": self.cpr})
+
+    @model_validator(mode="after")
+    def _valid(self) -> "LossSection":
+        self.build()
+        return self
+
+
+class OptimSection(Frozen):
+    lr: float = Field(2e-3, gt=0)  # the quickstart's tiny model; the paper's protocol uses 2e-4 (configs/)
+    min_lr: float = Field(0.0, ge=0)  # the cosine schedule's floor
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(15, ge=0)
+    max_steps: int = Field(250, ge=1)  # optimiser steps
+    grad_clip: float = Field(1.0, ge=0)  # 0: off
+    accumulation: int = Field(1, ge=1)  # micro-batches per optimiser step
+    zero_stage: Literal[0, 1, 2] = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+
+
+class DataSection(Frozen):
+    dataset: str | None = None  # a dataset published by synthesize.py (<out>/<name>); None: online synthesis
+    version: str = "LATEST"
+    source: str = SAMPLES  # online synthesis: clean images (folder, s3:// prefix, packed table or "samples")
+    # The quickstart's: small patches for many steps per minute; with nine sample photos, a 0.35
+    # validation fraction holds out two of them (split by content hash).
+    synthesis: SynthesisConfig = SynthesisConfig(patch=48, crops_per_image=16, val_fraction=0.35,
+                                                 test_fraction=0.0)
+    batch_size: int = Field(8, ge=1)  # per worker and micro-batch
+    shuffle_buffer: int = Field(256, ge=0)  # rows; 0: no local shuffle
+    prefetch_batches: int = Field(2, ge=0)
+
+
+class ValidationSection(Frozen):
+    crops_per_recipe: int = Field(2, ge=1)  # online mode: crops of each val source, each under every recipe
+    max_pairs: int = Field(512, ge=1)  # published mode: the first pairs of the val split, by sample id
+    images_in_grid: int = Field(8, ge=0)
+
+
+class CheckpointSection(Frozen):
+    every: int = Field(50, ge=1)  # steps between checkpoint + validation (and the final step)
+    keep: int = Field(2, ge=1)  # best by validation PSNR, plus always the latest
+
+
+class ScalingSection(Frozen):
+    workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0)
+
+
+class TrackingSection(Frozen):
+    uri: str | None = None  # MLFLOW_TRACKING_URI wins; None and unset: a local store (see tracking_uri)
+    experiment: str = "cpl-restore"
+    model_name: str = "cpl-restore"
+    register_model: bool = True
+
+
+class TrainConfig(Frozen):
+    run: RunSection = RunSection()
+    model: ModelSection = ModelSection()
+    loss: LossSection = LossSection()
+    optim: OptimSection = OptimSection()
+    data: DataSection = DataSection()
+    validation: ValidationSection = ValidationSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    scaling: ScalingSection = ScalingSection()
+    tracking: TrackingSection = TrackingSection()
+    ray: RayConfig = RayConfig(progress_bars=False)
+
+    @field_validator("optim")
+    @classmethod
+    def _warmup_fits(cls, optim: OptimSection) -> OptimSection:
+        if optim.warmup_steps >= optim.max_steps:
+            raise ValueError(f"warmup_steps ({optim.warmup_steps}) must be below max_steps ({optim.max_steps})")
+        return optim
+
+
+LOCAL_TRACKING_URI = "sqlite:///outputs/mlflow.db"
+
+
+def tracking_uri(config: TrainConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` when set (the standard variable), else the config, else a local store.
+
+    A local sqlite store's relative path is made absolute here, on the driver: Ray workers run elsewhere.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri or LOCAL_TRACKING_URI
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        return "sqlite:///" + str(Path(path).resolve())
+    return uri

@@ -1,0 +1,263 @@
+"""The per-worker training loop: a DeepSpeed engine fed by a Ray Data shard, checkpointed through Ray Train.
+
+Runs inside each Ray Train worker (``train_loop``). Every rank steps the same number of times and
+reports a checkpoint at the same steps, so collectives and ``ray.train.report`` never wait on a rank
+that went elsewhere. Rank 0 alone validates and logs to MLflow, into the run the driver created.
+
+Metrics are logged exactly once per step even across restarts: rank 0 buffers them, the buffer rides
+in the checkpoint, and it is flushed to MLflow only after the checkpoint is reported, skipping steps
+MLflow already holds. A restart therefore replays, but never re-logs, the steps after the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cpl_model
+from cpl_model.prompts import Routing
+from degradation_synth import rng_for
+
+from . import tracking
+from .training_config import TrainConfig
+
+DS_TAG = "ds"  # DeepSpeed's tag inside every checkpoint directory
+WEIGHTS = "model.pt"  # consolidated fp32 weights + config, usable without DeepSpeed (cpl_model.load_checkpoint)
+
+
+@dataclass
+class Progress:
+    """What a checkpoint carries besides the engine state."""
+
+    step: int = 0
+    samples: int = 0
+    best_val_psnr: float = -math.inf
+    pending: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # metrics not yet in MLflow
+
+
+def warmup_cosine(warmup: int, total: int, floor: float) -> Any:
+    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to ``floor``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def deepspeed_config(config: TrainConfig, world_size: int, on_gpu: bool) -> dict[str, Any]:
+    optim = config.optim
+    bf16 = optim.precision == "bf16" or (optim.precision == "auto" and on_gpu)
+    return {
+        "train_micro_batch_size_per_gpu": config.data.batch_size,
+        "gradient_accumulation_steps": optim.accumulation,
+        "train_batch_size": config.data.batch_size * optim.accumulation * world_size,
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": {"stage": optim.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,  # we log ourselves
+        "wall_clock_breakdown": False,
+    }
+
+
+def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Pair rows (encoded as raw uint8 bytes, see ``datasets.SHARD_SCHEMA``) -> float (B, 3, H, W) in [0, 1]."""
+    height, width = int(batch["height"][0]), int(batch["width"][0])
+
+    def images(column: str) -> torch.Tensor:
+        raw = np.stack([np.frombuffer(b, np.uint8) for b in batch[column]]).reshape(-1, height, width, 3)
+        return torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255)
+
+    return {"degraded": images("degraded"), "clean": images("clean"), "task": [str(t) for t in batch["task"]]}
+
+
+def endless_batches(shard: Any, config: TrainConfig, rank: int) -> Iterator[dict[str, Any]]:
+    """Epoch after epoch over this worker's shard; a freshly seeded local shuffle each epoch."""
+    epoch = 0
+    while True:
+        yielded = False
+        for batch in shard.iter_torch_batches(
+                batch_size=config.data.batch_size, collate_fn=to_tensors, drop_last=True,
+                prefetch_batches=config.data.prefetch_batches,
+                local_shuffle_buffer_size=config.data.shuffle_buffer or None,
+                local_shuffle_seed=(config.run.seed * 100_003 + epoch * 1_009 + rank) if config.data.shuffle_buffer
+                else None):
+            yielded = True
+            yield batch
+        if not yielded:
+            raise RuntimeError("the training data yields no full batch; lower data.batch_size or add data")
+        epoch += 1
+
+
+def metric_name(task: str) -> str:
+    """MLflow metric names reject '+', which joins composite task labels: low_light+haze -> low_light-haze."""
+    return task.replace("+", "-")
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device, dtype: torch.dtype,
+             batch_size: int = 16) -> dict[str, float]:
+    """Mean PSNR/SSIM (RGB and Y) per task, per recipe (``val/recipe/<name>/``, where finer than the task)
+    and overall, for the model and the degraded input, plus the router's component usage per task."""
+    model.eval()
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    routing: list[list[Routing]] = []
+    tasks = list(pairs["task"])
+    for first in range(0, len(tasks), batch_size):
+        chunk = slice(first, first + batch_size)
+        degraded = torch.from_numpy(pairs["degraded"][chunk]).permute(0, 3, 1, 2).float().div(255)
+        clean = torch.from_numpy(pairs["clean"][chunk]).permute(0, 3, 1, 2).float().div(255)
+        output = model(degraded.to(device, dtype), aux=True)
+        ours = cpl_model.image_metrics(output.image.float().clamp(0, 1).cpu(), clean)
+        baseline = cpl_model.image_metrics(degraded, clean)
+        recipes = pairs.get("recipe", tasks)[chunk]
+        for i, (task, recipe) in enumerate(zip(tasks[chunk], recipes, strict=True)):
+            # Per recipe too where it is finer than the task (noise15/25/50 are all "noise").
+            for scope in {"all", task, f"recipe/{recipe}"} - {f"recipe/{task}"}:
+                sums[scope]["count"] += 1
+                for name in ours:
+                    sums[scope][name] += min(ours[name][i].item(), 100.0)  # identical images: PSNR is inf
+                    sums[scope][f"input_{name}"] += min(baseline[name][i].item(), 100.0)
+        routing.append(output.routing)
+    model.train()
+    metrics = {}
+    for scope, values in sums.items():
+        prefix = "val/" if scope == "all" else f"val/{metric_name(scope)}/"
+        metrics.update({prefix + name: total / values["count"] for name, total in values.items() if name != "count"})
+    if routing and routing[0]:
+        sites = [Routing(torch.cat([r[i].probabilities for r in routing]), torch.cat([r[i].weights for r in routing]))
+                 for i in range(len(routing[0]))]
+        for key, value in cpl_model.routing_metrics(sites, tasks).items():
+            parts = key.split("/")  # usage/<site>/<task>/<component> for per-task entries
+            if len(parts) == 4:
+                parts[2] = metric_name(parts[2])
+            metrics["val/" + "/".join(parts)] = value
+    return metrics
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` for ``TorchTrainer``. ``loop_config`` carries the resolved config, the
+    MLflow run, and a reference to the frozen validation pairs."""
+    import deepspeed
+    import ray.train
+    from deepspeed.accelerator import get_accelerator
+
+    # Skip DeepSpeed's JIT build of its shared-memory all-reduce (~25 s on a fresh machine): only its
+    # inference path uses it, and only under its own launcher.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+    config = TrainConfig.model_validate(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    if loop_config.get("torch_threads"):
+        torch.set_num_threads(loop_config["torch_threads"])
+    on_gpu = config.scaling.use_gpu and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(context.get_local_rank())
+    device = torch.device(get_accelerator().device_name(context.get_local_rank()) if on_gpu else "cpu")
+
+    model = cpl_model.build_model(config.model.preset, config.model.prompt, seed=config.run.seed,
+                                  **config.model.overrides)
+    if config.model.identity_init:
+        torch.nn.init.zeros_(model.output.weight)
+    model = model.to(device)
+    objective = cpl_model.RestorationLoss(config.loss.build()).to(device)
+    optim = config.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(optim.warmup_steps, optim.max_steps, optim.min_lr / optim.lr))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=deepspeed_config(config, world_size, on_gpu))
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+
+    progress = Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            _, client_state = engine.load_checkpoint(directory, tag=DS_TAG)
+        progress = Progress(**client_state["progress"])
+
+    logger = tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
+    if logger is not None:
+        logger.flush(progress.pending)  # what a crash between report and flush left behind
+        progress.pending = []
+    validation = ray.get(loop_config["validation"]) if rank == 0 else None
+
+    batches = endless_batches(ray.train.get_dataset_shard("train"), config, rank)
+    samples_per_step = config.data.batch_size * optim.accumulation * world_size
+    while progress.step < optim.max_steps:
+        started, waited = time.perf_counter(), 0.0
+        sums: dict[str, float] = defaultdict(float)
+        for _ in range(optim.accumulation):
+            wait_started = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - wait_started
+            batch["degraded"], batch["clean"] = batch["degraded"].to(device, dtype), batch["clean"].to(device, dtype)
+            generator = torch.Generator(device=device).manual_seed(
+                int(rng_for(config.run.seed, "negatives", progress.step, rank).integers(2**62)))
+            loss, metrics = cpl_model.training_step(engine, batch, objective, step=progress.step, generator=generator)
+            engine.backward(loss)
+            engine.step()
+            for name in ("loss", "l1", "cpr", "router_entropy"):
+                if name in metrics:
+                    sums[name] += metrics[name] / optim.accumulation
+        progress.step += 1
+        progress.samples += samples_per_step
+        elapsed = time.perf_counter() - started
+        if rank == 0:
+            progress.pending.append((progress.step, {
+                **{f"train/{name}": value for name, value in sums.items()},
+                "train/lr": schedule.get_last_lr()[0], "train/samples_per_s": samples_per_step / elapsed,
+                "train/input_wait": waited / elapsed, "train/samples": float(progress.samples)}))
+        if progress.step % config.checkpoint.every == 0 or progress.step == optim.max_steps:
+            report_checkpoint(engine, progress, validation, config, rank, device, dtype, logger)
+
+
+def report_checkpoint(engine: Any, progress: Progress, validation: dict[str, Any] | None, config: TrainConfig,
+                      rank: int, device: torch.device, dtype: torch.dtype, logger: Any) -> None:
+    """Validate (rank 0), save the DeepSpeed checkpoint (every rank), barrier, report, then flush metrics."""
+    import ray.train
+    import torch.distributed as dist
+    from ray.train import Checkpoint
+
+    val_psnr = math.nan
+    if rank == 0:
+        val_metrics = validate(engine.module, validation, device, dtype)
+        val_psnr = val_metrics["val/psnr"]
+        progress.best_val_psnr = max(progress.best_val_psnr, val_psnr)
+        progress.pending.append((progress.step, {**val_metrics, "val/best_psnr": progress.best_val_psnr}))
+        train = progress.pending[-2][1] if len(progress.pending) > 1 else {}
+        print(f"step {progress.step}/{config.optim.max_steps}  loss {train.get('train/loss', math.nan):.4f}  "
+              f"{train.get('train/samples_per_s', math.nan):.1f} samples/s  validation PSNR {val_psnr:.2f} dB "
+              f"(input {val_metrics['val/input_psnr']:.2f})", flush=True)
+    with tempfile.TemporaryDirectory() as directory:
+        engine.save_checkpoint(directory, tag=DS_TAG, client_state={"progress": vars(progress)})
+        if rank == 0:
+            cpl_model.save_checkpoint(engine.module, Path(directory) / WEIGHTS, extra={
+                "config": config.model_dump(mode="json"), "step": progress.step, "val_psnr": val_psnr})
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        ray.train.report({"step": progress.step, "val_psnr": val_psnr}, checkpoint=Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"step-{progress.step:08d}")
+    if logger is not None:
+        logger.flush(progress.pending)
+    progress.pending = []
+
+
+def local_process_group_env() -> None:
+    """Environment for DeepSpeed when Ray Train runs the loop in the driver (``num_workers=0``, tests):
+    without it DeepSpeed looks for MPI."""
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)

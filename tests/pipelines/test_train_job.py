@@ -1,0 +1,205 @@
+"""The training job end to end, through its CLI, against a real MLflow server, S3 server and Ray.
+
+Each run is a real ``python pipelines/train.py`` process: local Ray, Ray Train + DeepSpeed on CPU,
+tracking over HTTP, checkpoints in S3. Interruptions are real kills: the whole driver process group
+(resume) or one Ray Train worker process (fault tolerance).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO_ROOT, free_port, new_bucket
+
+pytestmark = pytest.mark.slow
+
+# Small and fast: 48² patches, batch 4, two validation crops, checkpoints every 2 steps.
+FAST = ["data.synthesis.patch=48", "data.batch_size=4", "validation.crops_per_recipe=1",
+        "data.synthesis.recipes=noise25,haze,low_light", "checkpoint.every=2"]
+
+
+@pytest.fixture
+def train_env(cli_env, mlflow_server, tmp_path) -> dict[str, str]:
+    return {**cli_env, "MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+
+
+def start_train(env: dict[str, str], *args: str, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "pipelines" / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"training did not finish in {timeout} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def checkpoint_steps(storage_uri: str, run_name: str) -> set[int]:
+    from pipelines import storage
+
+    return {int(part[5:]) for info in storage.list_files(storage.join(storage_uri, run_name))
+            for part in info.uri.split("/") if part.startswith("step-")}
+
+
+def wait_for_checkpoint(process: subprocess.Popen, storage_uri: str, run_name: str, step: int,
+                        timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while step not in checkpoint_steps(storage_uri, run_name):
+        if process.poll() is not None:
+            pytest.fail(f"training ended before checkpoint {step}:\n{process.stdout.read()[-4000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"no checkpoint {step} after {timeout} s")
+        time.sleep(0.5)
+
+
+def runs_named(tracking_uri: str, run_name: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("cpl-restore")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`cpl.run_name` = '{run_name}'")
+
+
+def logged_steps(tracking_uri: str, run_id: str, metric: str = "train/loss") -> list[int]:
+    from mlflow import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, metric))
+
+
+def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, mlflow_server, s3_endpoint):
+    """--smoke: online synthesis, checkpoints in S3, tracking over HTTP, a registered pyfunc model."""
+    storage_uri = f"s3://{new_bucket()}/runs"
+    output = finish(start_train(train_env, "--smoke", "--name", "smoke", "--set", f"run.storage={storage_uri}"))
+    (run,) = runs_named(mlflow_server, "smoke")
+    assert run.info.status == "FINISHED"
+    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4]
+    assert logged_steps(mlflow_server, run.info.run_id, "val/psnr") == [2, 4]
+    version = run.data.tags["cpl.model_version"]
+    assert f"models:/cpl-restore/{version}" in output
+    assert run.data.params["model.preset"] == "tiny" and run.data.tags["dataset"].startswith("online:")
+    assert checkpoint_steps(storage_uri, "smoke") == {2, 4}
+
+    from mlflow import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_card.md", "validation_grid.png"} <= artifacts
+    model_version = MlflowClient(mlflow_server).get_model_version("cpl-restore", version)
+    assert "Validation" in model_version.description and model_version.run_id == run.info.run_id
+
+    # The registry contract, in a process that never saw the training code's imports.
+    check = ("import sys, mlflow, numpy as np\n"
+             f"model = mlflow.pyfunc.load_model('models:/cpl-restore/{version}')\n"
+             "for shape in [(1, 3, 37, 53), (2, 3, 64, 30)]:\n"
+             "    x = np.random.default_rng(0).random(shape, dtype=np.float32)\n"
+             "    y = model.predict(x)\n"
+             "    assert y.shape == shape and y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1, y.shape\n"
+             "print('ok')\n")
+    env = {key: value for key, value in train_env.items() if key != "PYTHONPATH"}
+    loaded = subprocess.run([sys.executable, "-c", check], cwd="/", env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("ok"), loaded.stderr[-3000:]
+
+
+def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(train_env, mlflow_server, tmp_path):
+    storage_uri = str(tmp_path / "runs")
+    args = ["--name", "resumed", "--set", f"run.storage={storage_uri}", "--set", "optim.max_steps=6",
+            "--set", "optim.warmup_steps=1", *[f"--set={item}" for item in FAST]]
+    first = start_train(train_env, *args)
+    wait_for_checkpoint(first, storage_uri, "resumed", 2)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the workers: nothing is left
+    first.communicate()
+
+    output = finish(start_train(train_env, *args))
+    assert "resuming" in output
+    (run,) = runs_named(mlflow_server, "resumed")
+    assert run.info.status == "FINISHED"
+    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    assert checkpoint_steps(storage_uri, "resumed") >= {6}
+
+
+def test_a_killed_worker_is_replaced_and_the_run_continues(train_env, mlflow_server, tmp_path):
+    storage_uri = str(tmp_path / "runs")
+    process = start_train(train_env, "--name", "worker-killed", "--set", f"run.storage={storage_uri}",
+                          "--set", "run.max_failures=1", "--set", "optim.max_steps=6", "--set", "optim.warmup_steps=1",
+                          *[f"--set={item}" for item in FAST])
+    wait_for_checkpoint(process, storage_uri, "worker-killed", 2)
+    workers = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+    assert workers, "no Ray Train worker process found"
+    os.kill(int(workers[0]), signal.SIGKILL)
+
+    output = finish(process)
+    (run,) = runs_named(mlflow_server, "worker-killed")
+    assert run.info.status == "FINISHED", output[-3000:]
+    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+
+
+def test_ray_job_submit_runs_the_smoke_job_on_a_local_head(train_env, mlflow_server, tmp_path):
+    """The cluster path: a Ray head with its dashboard on 127.0.0.1, the repository as working_dir."""
+    dashboard, gcs = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    # Ray's token authentication, on as in production: the head and the client share a token.
+    env = {**train_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    started = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={gcs}", "--include-dashboard=true",
+                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                              f"--temp-dir={temp_dir}"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        submit = subprocess.run(
+            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
+             "--runtime-env", "configs/runtime_env.yaml", "--",
+             "python", "pipelines/train.py", "--smoke", "--name", "submitted",
+             "--set", f"run.storage={tmp_path / 'runs'}", *[f"--set={item}" for item in FAST]],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+        assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
+        assert "succeeded" in submit.stdout
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    (run,) = runs_named(mlflow_server, "submitted")
+    assert run.data.tags.get("cpl.model_version")
+
+
+def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_path):
+    env = {**train_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "pipelines/train.py", "--smoke"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the MLflow tracking server at "
+                                                             f"{env['MLFLOW_TRACKING_URI']}")
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("optim.learning_rate=1e-3", "optim.learning_rate: unknown key"),
+    ("optim.warmup_steps=500", "optim: warmup_steps (500) must be below max_steps (250)"),
+    ("scaling.workers=0", "scaling.workers: Input should be greater than or equal to 1"),
+    ("loss.cpr.form=triplet", "loss: cpr config: form must be one of"),
+])
+def test_a_bad_config_fails_on_the_driver_naming_the_key(train_env, override, named):
+    result = subprocess.run([sys.executable, "pipelines/train.py", "--set", override], cwd=REPO_ROOT, env=train_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: config error: {named}"), result.stderr
+    assert "Ray" not in result.stdout + result.stderr

@@ -10,7 +10,9 @@ a local MLflow store in a temporary folder) with 1 and 2 workers; samples/s and 
 fraction are the medians of what rank 0 logged, after the first steps.
 
     python bench/train_speed.py engine --workers 1 2 --steps 20
-    python bench/train_speed.py job --workers 1 2 --steps 30
+    python bench/train_speed.py job --workers 1 2 --steps 40
+    python bench/train_speed.py job --gpu --preset full --patch 128 --batch 8 --workers 1 --steps 200 \
+        --peak-tflops 989          # on one H100 (dense bf16 peak); 1979/2 etc. for other cards
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def macs_per_sample(preset: str, patch: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        cpl_model.build_model(preset)(torch.rand(1, 3, patch, patch))
+    return counter.get_total_flops() / 2
 
 
 def _engine_worker(rank: int, world: int, port: int, args: argparse.Namespace, results) -> None:
@@ -113,9 +124,11 @@ def job_bench(args: argparse.Namespace) -> None:
     from pipelines.training import train
     from pipelines.training_config import TrainConfig
 
-    print(f"# job: tiny, batch {args.batch} x {args.patch}² per worker, {args.steps} steps, online five_task synthesis")
-    print("| workers | samples/s | input wait | seconds (whole job) |")
-    print("|---|---|---|---|")
+    device = torch.cuda.get_device_name() if args.gpu else "CPU"
+    print(f"# job: {args.preset} on {device}, batch {args.batch} x {args.patch}² per worker, {args.steps} steps, "
+          f"CPR {'on' if args.cpr else 'off'}, online five_task synthesis")
+    print("| workers | samples/s | input wait | seconds (whole job) | model TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     for world in args.workers:
         with tempfile.TemporaryDirectory() as scratch:
@@ -123,8 +136,9 @@ def job_bench(args: argparse.Namespace) -> None:
             config = load_config(TrainConfig, None, [
                 f"run.storage={scratch}/runs", f"optim.max_steps={args.steps}", "optim.warmup_steps=1",
                 f"checkpoint.every={args.steps}", f"data.batch_size={args.batch}", f"data.synthesis.patch={args.patch}",
-                f"scaling.workers={world}", f"scaling.cpus_per_worker={0.5 if world > 1 else 1}",
-                "tracking.register_model=false"])
+                f"model.preset={args.preset}", f"scaling.workers={world}", f"scaling.use_gpu={str(args.gpu).lower()}",
+                f"scaling.cpus_per_worker={0.5 if world > 1 and not args.gpu else 1}",
+                f"loss.cpr.start_step={0 if args.cpr else args.steps + 1}", "tracking.register_model=false"])
             started = time.perf_counter()
             summary = train(config)
             seconds = time.perf_counter() - started
@@ -133,7 +147,11 @@ def job_bench(args: argparse.Namespace) -> None:
             rate, wait = (statistics.median(m.value for m in client.get_metric_history(summary.run_id, metric)
                                             if m.step > skip)
                           for metric in ("train/samples_per_s", "train/input_wait"))
-            print(f"| {world} | {rate:.2f} | {wait:.1%} | {seconds:.0f} |", flush=True)
+            # Model FLOP utilisation: a training step costs ~3x the forward pass (backward ~2x), plus the
+            # negative decoder passes of CPR, which this estimate leaves out.
+            tflops = rate * 3 * 2 * macs_per_sample(args.preset, args.patch) / 1e12
+            mfu = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "-"
+            print(f"| {world} | {rate:.2f} | {wait:.1%} | {seconds:.0f} | {tflops:.3f} | {mfu} |", flush=True)
             import ray
 
             ray.shutdown()
@@ -146,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="measured steps per configuration")
     parser.add_argument("--batch", type=int, default=8, help="micro-batch per worker")
     parser.add_argument("--patch", type=int, default=48)
-    parser.add_argument("--preset", default="tiny", help="engine only")
-    parser.add_argument("--cpr", action="store_true", help="engine only: include CPR's negative decoder pass")
+    parser.add_argument("--preset", default="tiny", help="tiny, small or full")
+    parser.add_argument("--cpr", action="store_true", help="include CPR's negative decoder pass")
+    parser.add_argument("--gpu", action="store_true", help="job only: one GPU per worker (bf16)")
+    parser.add_argument("--peak-tflops", type=float, help="job only: the device's dense bf16 peak, for MFU")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="engine only: torch threads in all")
     args = parser.parse_args(argv)
     (engine_bench if args.what == "engine" else job_bench)(args)

@@ -100,6 +100,8 @@ def preflight(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> Summary:
     """Run (or resume) the training job described by ``config``; see the module docstring."""
+    import ray
+
     preflight(config)
     run_name = config.run.name or new_run_name()
     uri = tracking_uri(config)
@@ -108,7 +110,7 @@ def train(config: TrainConfig) -> Summary:
     resolved = config.model_dump(mode="json")
     resolved["run"]["name"] = run_name
 
-    init_ray(config.ray, log_to_driver=True)  # rank 0 prints a progress line per checkpoint
+    init_ray(config.ray, log_to_driver=True, dashboard=True)  # rank 0 prints a progress line per checkpoint
     if config.data.dataset:
         manifest = datasets.read_manifest(config.data.dataset, config.data.version)
         dataset_label = f"{config.data.dataset}@{manifest['version']}"
@@ -132,6 +134,8 @@ def train(config: TrainConfig) -> Summary:
     except BaseException:
         tracking.finish_run(uri, run_id, "FAILED")
         raise
+    finally:
+        ray.shutdown()  # also flushes the workers' last log lines before the summary
     return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
 
 

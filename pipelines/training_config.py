@@ -44,9 +44,9 @@ class ModelSection(Frozen):
 
 class LossSection(Frozen):
     l1_weight: float = Field(1.0, ge=0)
-    # cpl_model.CPRConfig fields (weight, form, negatives, start_step, ...). The ratio form is large
-    # while prompts barely differ, so CPR starts after the L1 warm-up here.
-    cpr: dict[str, Any] = {"start_step": 200}
+    # cpl_model.CPRConfig fields (weight, form, negatives, start_step, ...). The quickstart's: a light
+    # CPR after an L1 phase, since the ratio form is large while prompts barely differ (docs/training.md).
+    cpr: dict[str, Any] = {"start_step": 200, "weight": 0.01}
 
     def build(self) -> cpl_model.LossConfig:
         return cpl_model.LossConfig.from_dict({"l1_weight": self.l1_weight, "cpr": self.cpr})
@@ -63,7 +63,7 @@ class OptimSection(Frozen):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(15, ge=0)
-    max_steps: int = Field(250, ge=1)  # optimiser steps
+    max_steps: int = Field(300, ge=1)  # optimiser steps
     grad_clip: float = Field(1.0, ge=0)  # 0: off
     accumulation: int = Field(1, ge=1)  # micro-batches per optimiser step
     zero_stage: Literal[0, 1, 2] = 1
@@ -78,7 +78,7 @@ class DataSection(Frozen):
     # validation fraction holds out two of them (split by content hash).
     synthesis: SynthesisConfig = SynthesisConfig(patch=48, crops_per_image=16, val_fraction=0.35,
                                                  test_fraction=0.0)
-    batch_size: int = Field(8, ge=1)  # per worker and micro-batch
+    batch_size: int = Field(4, ge=1)  # per worker and micro-batch
     shuffle_buffer: int = Field(256, ge=0)  # rows; 0: no local shuffle
     prefetch_batches: int = Field(2, ge=0)
 
@@ -95,9 +95,11 @@ class CheckpointSection(Frozen):
 
 
 class ScalingSection(Frozen):
-    workers: int = Field(1, ge=1)
+    # The quickstart's: two single-threaded CPU workers train 1.8x faster than one with two threads
+    # (docs/benchmarks.md), and half a CPU each leaves the data pipeline room on two cores.
+    workers: int = Field(2, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(0.5, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0)
 
 

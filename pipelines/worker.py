@@ -11,8 +11,8 @@ MLflow already holds. A restart therefore replays, but never re-logs, the steps 
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import tempfile
 import time
 from collections import defaultdict
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 import cpl_model
 from cpl_model.prompts import Routing
@@ -30,6 +31,8 @@ from degradation_synth import rng_for
 
 from . import tracking
 from .training_config import TrainConfig
+
+log = logging.getLogger(__name__)  # Ray Train forwards workers' logs to the driver's console
 
 DS_TAG = "ds"  # DeepSpeed's tag inside every checkpoint directory
 WEIGHTS = "model.pt"  # consolidated fp32 weights + config, usable without DeepSpeed (cpl_model.load_checkpoint)
@@ -83,13 +86,20 @@ def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"degraded": images("degraded"), "clean": images("clean"), "task": [str(t) for t in batch["task"]]}
 
 
+class PairCollate(NumpyBatchCollateFn):
+    """``iter_torch_batches``' collate step: pair rows -> tensors (``to_tensors``)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        return to_tensors(batch)
+
+
 def endless_batches(shard: Any, config: TrainConfig, rank: int) -> Iterator[dict[str, Any]]:
     """Epoch after epoch over this worker's shard; a freshly seeded local shuffle each epoch."""
     epoch = 0
     while True:
         yielded = False
         for batch in shard.iter_torch_batches(
-                batch_size=config.data.batch_size, collate_fn=to_tensors, drop_last=True,
+                batch_size=config.data.batch_size, collate_fn=PairCollate(), drop_last=True,
                 prefetch_batches=config.data.prefetch_batches,
                 local_shuffle_buffer_size=config.data.shuffle_buffer or None,
                 local_shuffle_seed=(config.run.seed * 100_003 + epoch * 1_009 + rank) if config.data.shuffle_buffer
@@ -200,13 +210,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     while progress.step < optim.max_steps:
         started, waited = time.perf_counter(), 0.0
         sums: dict[str, float] = defaultdict(float)
-        for _ in range(optim.accumulation):
+        for micro in range(optim.accumulation):
             wait_started = time.perf_counter()
             batch = next(batches)
             waited += time.perf_counter() - wait_started
             batch["degraded"], batch["clean"] = batch["degraded"].to(device, dtype), batch["clean"].to(device, dtype)
             generator = torch.Generator(device=device).manual_seed(
-                int(rng_for(config.run.seed, "negatives", progress.step, rank).integers(2**62)))
+                int(rng_for(config.run.seed, "negatives", progress.step, micro, rank).integers(2**62)))
             loss, metrics = cpl_model.training_step(engine, batch, objective, step=progress.step, generator=generator)
             engine.backward(loss)
             engine.step()
@@ -239,9 +249,9 @@ def report_checkpoint(engine: Any, progress: Progress, validation: dict[str, Any
         progress.best_val_psnr = max(progress.best_val_psnr, val_psnr)
         progress.pending.append((progress.step, {**val_metrics, "val/best_psnr": progress.best_val_psnr}))
         train = progress.pending[-2][1] if len(progress.pending) > 1 else {}
-        print(f"step {progress.step}/{config.optim.max_steps}  loss {train.get('train/loss', math.nan):.4f}  "
-              f"{train.get('train/samples_per_s', math.nan):.1f} samples/s  validation PSNR {val_psnr:.2f} dB "
-              f"(input {val_metrics['val/input_psnr']:.2f})", flush=True)
+        log.info("step %d/%d  loss %.4f  %.1f samples/s  validation PSNR %.2f dB (input %.2f)", progress.step,
+                 config.optim.max_steps, train.get("train/loss", math.nan), train.get("train/samples_per_s", math.nan),
+                 val_psnr, val_metrics["val/input_psnr"])
     with tempfile.TemporaryDirectory() as directory:
         engine.save_checkpoint(directory, tag=DS_TAG, client_state={"progress": vars(progress)})
         if rank == 0:
@@ -254,10 +264,3 @@ def report_checkpoint(engine: Any, progress: Progress, validation: dict[str, Any
     if logger is not None:
         logger.flush(progress.pending)
     progress.pending = []
-
-
-def local_process_group_env() -> None:
-    """Environment for DeepSpeed when Ray Train runs the loop in the driver (``num_workers=0``, tests):
-    without it DeepSpeed looks for MPI."""
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
-        os.environ.setdefault(key, value)

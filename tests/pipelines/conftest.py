@@ -328,7 +328,8 @@ def mlflow_server(s3_endpoint, tmp_path_factory) -> str:
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {(base / 'server.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"mlflow server did not start: {(base / 'server.log').read_text()[-2000:]}") \
+                        from None
                 time.sleep(0.5)
         yield url
     finally:

@@ -69,6 +69,19 @@ def wait_for_checkpoint(process: subprocess.Popen, storage_uri: str, run_name: s
         time.sleep(0.5)
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"nothing listens on 127.0.0.1:{port}")
+        time.sleep(0.5)
+
+
 def runs_named(tracking_uri: str, run_name: str) -> list:
     from mlflow import MlflowClient
 
@@ -117,6 +130,18 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("ok"), loaded.stderr[-3000:]
 
 
+def test_training_on_a_published_s3_dataset_records_its_version(train_env, mlflow_server, s3_dataset):
+    """Published shards instead of online synthesis: the run names the version and the manifest's checksum."""
+    finish(start_train(train_env, "--smoke", "--name", "published", "--set", f"data.dataset={s3_dataset.uri}",
+                       "--set", "data.batch_size=2", "--set", f"run.storage=s3://{new_bucket()}/runs"))
+    (run,) = runs_named(mlflow_server, "published")
+    assert run.data.tags["dataset.version"] == s3_dataset.manifest["version"]
+    assert len(run.data.tags["dataset.manifest_sha256"]) == 64
+    validated = {key.split("/")[1] for key in run.data.metrics if key.endswith("/input_psnr") and key.count("/") == 2}
+    assert validated == {"noise", "haze"}  # the tasks of the fixture's recipes, noise25 and haze
+    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4]
+
+
 def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(train_env, mlflow_server, tmp_path):
     storage_uri = str(tmp_path / "runs")
     args = ["--name", "resumed", "--set", f"run.storage={storage_uri}", "--set", "optim.max_steps=6",
@@ -157,22 +182,37 @@ def test_ray_job_submit_runs_the_smoke_job_on_a_local_head(train_env, mlflow_ser
     # Ray's token authentication, on as in production: the head and the client share a token.
     env = {**train_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    started = subprocess.run([ray_bin, "start", "--head", "--num-cpus=2", f"--port={gcs}", "--include-dashboard=true",
-                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                              f"--temp-dir={temp_dir}"],
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stderr[-3000:]
+    # --block keeps `ray start` in charge of the processes it starts: stopping it stops this head only
+    # (`ray stop` would stop every Ray instance on the machine, the test session's included).
+    # Every port explicit: the session's own Ray instance holds the defaults (its job agent's among them).
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "runtime-env-agent-port", "metrics-export-port",
+                                                    "ray-client-server-port")]
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", *ports,
+                             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                             f"--temp-dir={temp_dir}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        submit = subprocess.run(
-            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
-             "--runtime-env", "configs/runtime_env.yaml", "--",
-             "python", "pipelines/train.py", "--smoke", "--name", "submitted",
-             "--set", f"run.storage={tmp_path / 'runs'}", *[f"--set={item}" for item in FAST]],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+        wait_for_port(dashboard, head)
+        for _ in range(30):  # the dashboard answers before the job agent is up, and tells clients to retry
+            submit = subprocess.run(
+                [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
+                 "--runtime-env", "configs/runtime_env.yaml", "--",
+                 "python", "pipelines/train.py", "--smoke", "--name", "submitted",
+                 "--set", f"run.storage={tmp_path / 'runs'}", *[f"--set={item}" for item in FAST]],
+                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
+            if "No available agent to submit job" not in submit.stderr:
+                break
+            time.sleep(2)
         assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
         assert "succeeded" in submit.stdout
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # anything of this head that outlived it
         shutil.rmtree(temp_dir, ignore_errors=True)
     (run,) = runs_named(mlflow_server, "submitted")
     assert run.data.tags.get("cpl.model_version")
@@ -192,7 +232,7 @@ def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_pat
 
 @pytest.mark.parametrize(("override", "named"), [
     ("optim.learning_rate=1e-3", "optim.learning_rate: unknown key"),
-    ("optim.warmup_steps=500", "optim: warmup_steps (500) must be below max_steps (250)"),
+    ("optim.warmup_steps=500", "optim: warmup_steps (500) must be below max_steps (300)"),
     ("scaling.workers=0", "scaling.workers: Input should be greater than or equal to 1"),
     ("loss.cpr.form=triplet", "loss: cpr config: form must be one of"),
 ])

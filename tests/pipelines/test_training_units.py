@@ -212,10 +212,11 @@ def test_flatten_joins_nested_keys_and_json_encodes_non_strings():
 
 
 def test_flatten_of_a_whole_train_config_gives_string_params_only():
-    flat = tracking.flatten(TrainConfig().model_dump(mode="json"))
+    config = TrainConfig()
+    flat = tracking.flatten(config.model_dump(mode="json"))
     assert all(isinstance(value, str) for value in flat.values())
-    assert flat["optim.max_steps"] == "250" and flat["model.preset"] == "tiny"
-    assert flat["data.synthesis.patch"] == "48"
+    assert flat["optim.max_steps"] == str(config.optim.max_steps) and flat["model.preset"] == config.model.preset
+    assert flat["data.synthesis.patch"] == str(config.data.synthesis.patch)
 
 
 def test_the_environment_tracking_uri_wins_over_the_config(monkeypatch):

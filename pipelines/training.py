@@ -125,18 +125,20 @@ def train(config: TrainConfig) -> Summary:
         uri, config.tracking.experiment, run_name, tracking.flatten(resolved),
         {**dataset_tags, "code_version": datasets.code_version(), "cpl.preset": config.model.preset})
     if resumed and tracking.run_tag(uri, run_id, tracking.MODEL_VERSION_TAG):
+        tracking.finish_run(uri, run_id)  # as it was: resuming marked it running
         raise ValueError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
 
     print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}, "
           f"{config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}", flush=True)
     try:
-        result = _fit(config, resolved, run_name, run_id, uri, source, validation)
+        try:
+            result = _fit(config, resolved, run_name, run_id, uri, source, validation)
+        finally:
+            ray.shutdown()  # also flushes the workers' last log lines before the summary
+        return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
     except BaseException:
         tracking.finish_run(uri, run_id, "FAILED")
         raise
-    finally:
-        ray.shutdown()  # also flushes the workers' last log lines before the summary
-    return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
 
 
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,

@@ -129,6 +129,13 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
                             timeout=120)
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("ok"), loaded.stderr[-3000:]
 
+    # The same run name again: nothing to resume, nothing registered twice, the run stays finished.
+    again = start_train(train_env, "--smoke", "--name", "smoke", "--set", f"run.storage={storage_uri}")
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 2 and "already finished and registered its model" in output, output[-3000:]
+    (run,) = runs_named(mlflow_server, "smoke")
+    assert run.info.status == "FINISHED"
+
 
 def test_training_on_a_published_s3_dataset_records_its_version(train_env, mlflow_server, s3_dataset):
     """Published shards instead of online synthesis: the run names the version and the manifest's checksum."""
@@ -180,7 +187,9 @@ def test_ray_job_submit_runs_the_smoke_job_on_a_local_head(train_env, mlflow_ser
     dashboard, gcs = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     # Ray's token authentication, on as in production: the head and the client share a token.
-    env = {**train_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env = {**train_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           # The job runs `python` from the head's PATH, as on a cluster node: make it this environment's.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     ray_bin = str(Path(sys.executable).with_name("ray"))
     # --block keeps `ray start` in charge of the processes it starts: stopping it stops this head only
     # (`ray stop` would stop every Ray instance on the machine, the test session's included).

@@ -176,6 +176,15 @@ SHARD_SCHEMA = pa.schema([
 ])
 
 
+def pair_images(rows: Any, column: str) -> np.ndarray:
+    """One image column of pair rows (raw uint8 bytes, see ``SHARD_SCHEMA``) as (N, H, W, 3) uint8.
+
+    ``rows`` maps column names to sequences (a numpy batch or ``to_pydict()``); all rows share one size.
+    """
+    height, width = int(rows["height"][0]), int(rows["width"][0])
+    return np.stack([np.frombuffer(data, np.uint8) for data in rows[column]]).reshape(-1, height, width, 3)
+
+
 def write_shard(group: pa.Table, version_uri: str) -> pa.Table:
     """Ray Data ``map_groups`` function: all rows of one shard -> one Parquet file, and its stats.
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import cpl_model
@@ -204,12 +203,8 @@ def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
 
     refs = datasets.open_dataset(config.data.dataset, "val", version, verify=False).to_arrow_refs()
     rows = pa.concat_tables(ray.get(refs)).sort_by("sample_id").slice(0, config.validation.max_pairs).to_pydict()
-    height, width = rows["height"][0], rows["width"][0]
-
-    def images(column: str) -> np.ndarray:
-        return np.stack([np.frombuffer(b, np.uint8) for b in rows[column]]).reshape(-1, height, width, 3)
-
-    return {"degraded": images("degraded"), "clean": images("clean"), "task": rows["task"],
+    return {"degraded": datasets.pair_images(rows, "degraded"), "clean": datasets.pair_images(rows, "clean"),
+            "task": rows["task"],
             "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
 
 

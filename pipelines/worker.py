@@ -29,7 +29,7 @@ import cpl_model
 from cpl_model.prompts import Routing
 from degradation_synth import rng_for
 
-from . import tracking
+from . import datasets, tracking
 from .training_config import TrainConfig
 
 log = logging.getLogger(__name__)  # Ray Train forwards workers' logs to the driver's console
@@ -77,11 +77,8 @@ def deepspeed_config(config: TrainConfig, world_size: int, on_gpu: bool) -> dict
 
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Pair rows (encoded as raw uint8 bytes, see ``datasets.SHARD_SCHEMA``) -> float (B, 3, H, W) in [0, 1]."""
-    height, width = int(batch["height"][0]), int(batch["width"][0])
-
     def images(column: str) -> torch.Tensor:
-        raw = np.stack([np.frombuffer(b, np.uint8) for b in batch[column]]).reshape(-1, height, width, 3)
-        return torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255)
+        return torch.from_numpy(datasets.pair_images(batch, column)).permute(0, 3, 1, 2).float().div_(255)
 
     return {"degraded": images("degraded"), "clean": images("clean"), "task": [str(t) for t in batch["task"]]}
 

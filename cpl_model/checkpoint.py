@@ -28,7 +28,8 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
     try:
         return torch.load(Path(path), map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"cannot load {path} as a weights-only torch file: {err}") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load {path} as a weights-only torch file: {reason}") from None
 
 
 def save_checkpoint(model: CPLNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

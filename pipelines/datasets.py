@@ -343,7 +343,8 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
         for kind, identifier in json.loads(row["converted"]):
             converted[kind].add(identifier)
         if row["rows"]:
-            shards.append({"path": row["path"], "split": row["split"], "rows": int(row["rows"]), "sha256": row["sha256"]})
+            shards.append({"path": row["path"], "split": row["split"], "rows": int(row["rows"]),
+                           "sha256": row["sha256"]})
             for recipe, n in json.loads(row["counts"]).items():
                 counts[row["split"]][recipe] = counts[row["split"]].get(recipe, 0) + n
     return {

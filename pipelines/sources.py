@@ -28,7 +28,8 @@ PACKED_MARKER = "packed.json"
 SOURCE_SCHEMA = pa.schema([("id", pa.string()), ("size", pa.int64()), ("sha256", pa.string()), ("bytes", pa.binary())])
 
 # Skip reasons, as they appear in manifests.
-EMPTY, UNDECODABLE, TOO_LARGE, TOO_SMALL = "empty_file", "not_an_image_or_corrupt", "too_many_pixels", "smaller_than_patch"
+EMPTY, UNDECODABLE = "empty_file", "not_an_image_or_corrupt"
+TOO_LARGE, TOO_SMALL = "too_many_pixels", "smaller_than_patch"
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,11 @@ def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
     return summary
 
 
-def sample_photos(folder: str | Path) -> str:
+SAMPLES = "samples"  # as a source: the clean photos that ship inside the scikit-image/matplotlib/sklearn wheels
+SAMPLE_FOLDER = "outputs/sample_photos"
+
+
+def sample_photos(folder: str | Path = SAMPLE_FOLDER) -> str:
     """Copy the sample photos that ship inside the scikit-image/matplotlib/scikit-learn wheels into
     ``folder`` (once) and return it: the embedded default's clean images. Raises ``RuntimeError``
     when none of those packages is installed."""

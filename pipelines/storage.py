@@ -189,6 +189,15 @@ def exists(uri: str) -> bool:
         raise _translate(uri, err) from None
 
 
+def is_file(uri: str) -> bool:
+    """Whether ``uri`` is a file (an object, on S3), not a folder or prefix."""
+    fs, path = filesystem(uri)
+    try:
+        return fs.get_file_info(path).type == pafs.FileType.File
+    except OSError as err:
+        raise _translate(uri, err) from None
+
+
 def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[FileInfo]:
     """Files under ``uri`` (recursively), sorted by URI; hidden files and directory markers skipped."""
     fs, base = filesystem(uri)

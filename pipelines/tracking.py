@@ -8,6 +8,8 @@ run or tracking URI, so nothing here relies on MLflow's fluent, thread-local sta
 from __future__ import annotations
 
 import json
+import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,12 +18,31 @@ from typing import Any
 RUN_NAME_TAG = "cpl.run_name"
 MODEL_VERSION_TAG = "cpl.model_version"
 _METRICS_PER_CALL = 1000  # MLflow's log_batch limit
+LOCAL_TRACKING_URI = "sqlite:///outputs/mlflow.db"
+
+
+def resolve_tracking_uri(configured: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` when set (the standard variable), else ``configured``, else a local store.
+
+    A local sqlite store's relative path is made absolute here: Ray workers have other working directories.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or LOCAL_TRACKING_URI
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        return "sqlite:///" + str(Path(path).resolve())
+    return uri
 
 
 def _client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def metric_name(task: str) -> str:
+    """A task label as an MLflow metric name, which allows only alphanumerics and ``_-. :/``: '+' (joining
+    composite labels) and anything else becomes '-', e.g. low_light+haze -> low_light-haze."""
+    return re.sub(r"[^0-9A-Za-z_\-. :/]", "-", task)
 
 
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
@@ -61,6 +82,14 @@ def local_artifact_location(uri: str) -> str | None:
     return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
 
 
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment ``name``, created on first use (a local store keeps artifacts beside its database)."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name,
+                                                                      artifact_location=local_artifact_location(uri))
+
+
 def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
                         tags: dict[str, str]) -> tuple[str, bool]:
     """The run named ``run_name`` in ``experiment``, created on first use; returns ``(run_id, resumed)``.
@@ -72,9 +101,7 @@ def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[s
     from mlflow.entities import Param, RunTag
 
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=local_artifact_location(uri))
+    experiment_id = ensure_experiment(uri, experiment)
     existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
                                   max_results=1)
     if existing:

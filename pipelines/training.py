@@ -29,10 +29,9 @@ import cpl_model
 
 from . import datasets, sources, storage, tracking
 from .runtime import init_ray, is_local, local_cpus
-from .training_config import SAMPLES, TrainConfig, tracking_uri
-from .worker import WEIGHTS, metric_name, train_loop, validate
-
-SAMPLE_FOLDER = "outputs/sample_photos"
+from .sources import SAMPLES
+from .training_config import TrainConfig, tracking_uri
+from .worker import WEIGHTS, train_loop, validate
 
 
 @dataclass
@@ -104,7 +103,7 @@ def train(config: TrainConfig) -> Summary:
     preflight(config)
     run_name = config.run.name or new_run_name()
     uri = tracking_uri(config)
-    source = sources.sample_photos(SAMPLE_FOLDER) if not config.data.dataset and config.data.source == SAMPLES \
+    source = sources.sample_photos() if not config.data.dataset and config.data.source == SAMPLES \
         else storage.absolute(config.data.source)  # Ray workers do not share the driver's working directory
     resolved = config.model_dump(mode="json")
     resolved["run"]["name"] = run_name
@@ -225,7 +224,7 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
     metrics = validate(model, validation, torch.device("cpu"), torch.float32)
     per_task = {}
     for task in sorted(set(validation["task"])):
-        prefix = f"val/{metric_name(task)}/"
+        prefix = f"val/{tracking.metric_name(task)}/"
         per_task[task] = {name: metrics[prefix + name] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
     per_task["all"] = {name: metrics[f"val/{name}"] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
     model_uri, version = log_and_register(config, resolved, model, run_id, uri, run_name, dataset_label,

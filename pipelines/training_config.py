@@ -6,8 +6,6 @@ so an unknown key or a bad value fails at once, naming the key (see ``pipelines.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -17,8 +15,8 @@ import cpl_model
 from .config import Frozen
 from .datasets import SynthesisConfig
 from .runtime import RayConfig
-
-SAMPLES = "samples"  # data.source: the clean photos that ship inside the scikit-image/matplotlib/sklearn wheels
+from .sources import SAMPLES
+from .tracking import resolve_tracking_uri
 
 
 class RunSection(Frozen):
@@ -130,16 +128,6 @@ class TrainConfig(Frozen):
         return optim
 
 
-LOCAL_TRACKING_URI = "sqlite:///outputs/mlflow.db"
-
-
 def tracking_uri(config: TrainConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` when set (the standard variable), else the config, else a local store.
-
-    A local sqlite store's relative path is made absolute here, on the driver: Ray workers run elsewhere.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri or LOCAL_TRACKING_URI
-    path = uri.removeprefix("sqlite:///")
-    if uri.startswith("sqlite:///") and not Path(path).is_absolute():
-        return "sqlite:///" + str(Path(path).resolve())
-    return uri
+    """``MLFLOW_TRACKING_URI`` when set (the standard variable), else the config, else a local store."""
+    return resolve_tracking_uri(config.tracking.uri)

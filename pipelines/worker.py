@@ -108,11 +108,6 @@ def endless_batches(shard: Any, config: TrainConfig, rank: int) -> Iterator[dict
         epoch += 1
 
 
-def metric_name(task: str) -> str:
-    """MLflow metric names reject '+', which joins composite task labels: low_light+haze -> low_light-haze."""
-    return task.replace("+", "-")
-
-
 @torch.no_grad()
 def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device, dtype: torch.dtype,
              batch_size: int = 16) -> dict[str, float]:
@@ -141,7 +136,7 @@ def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device
     model.train()
     metrics = {}
     for scope, values in sums.items():
-        prefix = "val/" if scope == "all" else f"val/{metric_name(scope)}/"
+        prefix = "val/" if scope == "all" else f"val/{tracking.metric_name(scope)}/"
         metrics.update({prefix + name: total / values["count"] for name, total in values.items() if name != "count"})
     if routing and routing[0]:
         sites = [Routing(torch.cat([r[i].probabilities for r in routing]), torch.cat([r[i].weights for r in routing]))
@@ -149,7 +144,7 @@ def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device
         for key, value in cpl_model.routing_metrics(sites, tasks).items():
             parts = key.split("/")  # usage/<site>/<task>/<component> for per-task entries
             if len(parts) == 4:
-                parts[2] = metric_name(parts[2])
+                parts[2] = tracking.metric_name(parts[2])
             metrics["val/" + "/".join(parts)] = value
     return metrics
 

@@ -336,3 +336,109 @@ def mlflow_server(s3_endpoint, tmp_path_factory) -> str:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
+
+
+# --- models in a registry ----------------------------------------------------------------------------
+# Models of known quality without a training job: a tiny network trained for a few seconds to undo a
+# darkening (clean x 0.5), then its output layer scaled. Scale 0 is the identity (exactly the input),
+# 0.5 and 1 restore increasingly well, -1 is worse than the input. On the dim benchmark below, PSNR
+# rises with the scale from 0 to 1 by several dB per step.
+
+DIM_TASKS = {"dim": 0.5, "dimmer": 0.45}  # task folder -> brightness factor of the degraded input
+
+
+def write_dim_benchmark(root: Path, count: int = 3, side: int = 64) -> Path:
+    """A paired benchmark folder: ``<task>/input/<i>.png`` darkened from ``<task>/target/<i>.png``."""
+    photos = list(photo_halves(count * len(DIM_TASKS), side).values())
+    for t, (task, factor) in enumerate(DIM_TASKS.items()):
+        for i in range(count):
+            clean = photos[t * count + i]
+            for kind, image in (("input", (clean * factor).astype(np.uint8)), ("target", clean)):
+                (root / task / kind).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / task / kind / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return root
+
+
+@pytest.fixture(scope="session")
+def brightener() -> dict[str, Any]:
+    """The state dict of a tiny network trained (about 10 s, seeded) to undo a x0.5 darkening."""
+    import torch
+
+    import cpl_model
+
+    model = cpl_model.build_model("tiny", seed=0)
+    torch.nn.init.zeros_(model.output.weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    photos = list(photo_halves(8, 96).values())
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        crops = []
+        for _ in range(4):
+            photo = photos[int(rng.integers(len(photos)))]
+            y, x = rng.integers(0, photo.shape[0] - 32), rng.integers(0, photo.shape[1] - 32)
+            crops.append(photo[y:y + 32, x:x + 32])
+        clean = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        degraded = torch.from_numpy((np.stack(crops) * 0.5).astype(np.uint8)).permute(0, 3, 1, 2).float() / 255
+        loss = (model(degraded) - clean).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def scaled_model(state: dict[str, Any], scale: float):
+    """The brightener with its output layer times ``scale`` (0: identity; 1: the trained model)."""
+    import cpl_model
+
+    model = cpl_model.build_model("tiny", seed=0)
+    model.load_state_dict(state)
+    model.output.weight.data.mul_(scale)
+    return model.eval()
+
+
+def register_model(tracking_uri: str, name: str, model) -> str:
+    """Log ``model`` the way training does (pyfunc, card, grid) into a new run and register it; its version."""
+    from mlflow import MlflowClient
+
+    from pipelines.publishing import log_and_register
+    from pipelines.training_config import TrainConfig
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("registry-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    run_id = client.create_run(experiment_id).info.run_id
+    config = TrainConfig(tracking={"model_name": name})
+    photo = list(photo_halves(1, 64).values())[0]
+    validation = {"degraded": (photo[None] * 0.5).astype(np.uint8), "clean": photo[None], "task": ["dim"]}
+    per_task = {"dim": {"input_psnr": 0.0, "psnr": 0.0, "input_ssim": 0.0, "ssim": 0.0}}
+    _, version = log_and_register(config, config.model_dump(mode="json"), model, run_id, tracking_uri, "registry-test",
+                                  "dim benchmark", per_task, validation, step=1)
+    client.set_terminated(run_id)
+    return version
+
+
+BRIGHTENER_SCALES = (0.0, 0.5, 1.0, -1.0)
+
+
+@pytest.fixture(scope="session")
+def registered_brighteners(mlflow_server, brightener) -> dict[float, str]:
+    """``models:/<base>/<version>`` of the brightener at each of ``BRIGHTENER_SCALES``, registered once."""
+    base = f"brighteners-{uuid.uuid4().hex[:8]}"
+    return {scale: f"models:/{base}/{register_model(mlflow_server, base, scaled_model(brightener, scale))}"
+            for scale in BRIGHTENER_SCALES}
+
+
+@pytest.fixture
+def registered_model(mlflow_server, registered_brighteners):
+    """``registered_model(*scales) -> (name, [versions])``: a fresh registered model holding copies of those
+    brighteners, in that order (a copy is a registry entry, nothing is uploaded again)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+
+    def make(*scales: float, prefix: str = "model") -> tuple[str, list[str]]:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        client.create_registered_model(name)
+        return name, [str(client.copy_model_version(registered_brighteners[scale], name).version) for scale in scales]
+
+    return make

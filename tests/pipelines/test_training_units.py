@@ -19,7 +19,8 @@ import torch
 import cpl_model
 from pipelines import datasets, sources, tracking, training, worker
 from pipelines.config import load_config
-from pipelines.training_config import LOCAL_TRACKING_URI, TrainConfig, tracking_uri
+from pipelines.tracking import LOCAL_TRACKING_URI
+from pipelines.training_config import TrainConfig, tracking_uri
 
 from .conftest import REPO_ROOT, free_port, synthesis_config, write_photo_folder
 
@@ -114,11 +115,11 @@ def test_metric_name_turns_composite_labels_into_names_mlflow_accepts():
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_metric_name
 
-    assert worker.metric_name(COMPOSITE) == "low_light-haze-rain"
-    assert worker.metric_name("noise") == "noise"
+    assert tracking.metric_name(COMPOSITE) == "low_light-haze-rain"
+    assert tracking.metric_name("noise") == "noise"
     with pytest.raises(MlflowException):
         _validate_metric_name(f"val/{COMPOSITE}/psnr")  # why the mapping exists
-    _validate_metric_name(f"val/{worker.metric_name(COMPOSITE)}/psnr")
+    _validate_metric_name(f"val/{tracking.metric_name(COMPOSITE)}/psnr")
 
 
 # --- validate ----------------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""Frozen benchmark sets: what evaluation and the promotion gate measure models on.
+
+``open_benchmark(data)`` accepts
+
+- a dataset published by ``synthesize.py`` (``<out>/<name>`` for its ``LATEST``, or ``<out>/<name>/v=<version>``):
+  one split, by default ``test``; shard checksums are verified, so the set is exactly the one published;
+- a folder (or ``s3://`` prefix) of real paired benchmarks, one sub-folder per task::
+
+      <root>/<task>/input/<name>.<ext>     degraded    (also accepted: lq/, degraded/)
+      <root>/<task>/target/<name>.<ext>    reference   (also accepted: gt/, clean/)
+
+  Inputs and targets pair by relative path without extension (``input/a/01.png`` with
+  ``target/a/01.jpg``). ``<root>`` itself may hold ``input/`` and ``target/`` for a single task named
+  after it. Unpaired, undecodable or differently sized files are skipped and reported by name;
+- ``samples``: every five-task recipe on crops of the bundled sample photos that the quickstart
+  holds out from training. Content-seeded, so the same code version gives the same bytes.
+
+A benchmark is a list of small *units* (a shard, a file pair) that ``cases(unit)`` turns into pairs,
+so evaluation can read units in one process or spread them over Ray workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Iterator
+
+import numpy as np
+
+from . import datasets, sources, storage
+
+INPUT_FOLDERS = ("input", "lq", "degraded")
+TARGET_FOLDERS = ("target", "gt", "clean")
+MAX_PIXELS = 100_000_000
+MIN_SIDE = 7  # SSIM's window
+
+# Skip reasons for paired folders (reported in report.json).
+NO_TARGET, NO_INPUT, SIZE_MISMATCH, SAME_NAME = "no_target", "no_input", "size_mismatch", "same_name_as_another"
+
+SAMPLES_CROPS = 4
+SAMPLES_PATCH = 128
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark pair: uint8 RGB (H, W, 3) images of the same size."""
+
+    id: str
+    task: str
+    recipe: str
+    degraded: np.ndarray
+    clean: np.ndarray
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A unit that gave no pair: why, and the file at fault (relative to the benchmark's root)."""
+
+    reason: str
+    id: str
+
+
+@dataclass
+class Benchmark:
+    kind: str  # "dataset", "folder" or "samples"
+    uri: str
+    label: str  # what reports and tags call it, e.g. s3://b/datasets/five_task@20261126-...:test
+    digest: str  # identity of the frozen contents: manifest, file listing or code version
+    units: list[dict[str, str]]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    split: str | None = None
+    version: str | None = None
+
+    def cases(self, unit: dict[str, str]) -> Iterator[Case | Skip]:
+        return _readers[self.kind](self, unit)
+
+    def spec(self) -> dict[str, str | None]:
+        """Enough to reopen the same set elsewhere (a Ray worker), without listing again."""
+        return {"kind": self.kind, "uri": self.uri, "split": self.split, "version": self.version}
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "uri": self.uri, "label": self.label, "digest": self.digest, "split": self.split,
+                "version": self.version, "units": len(self.units), "skipped": self.skipped}
+
+
+def open_benchmark(data: str, split: str = "test") -> Benchmark:
+    """The frozen set ``data`` names; see the module docstring.
+
+    Raises:
+        StorageError: ``data`` is unreadable or holds no benchmark.
+        ValueError: a dataset version has no ``split`` pairs or a corrupt manifest.
+    """
+    if data == sources.SAMPLES:
+        return _samples()
+    data = storage.absolute(data)  # Ray workers that read it have other working directories
+    if storage.exists(storage.join(data, datasets.LATEST)) or "/v=" in data.replace("\\", "/"):
+        return _published(data, split)
+    return _paired_folders(data)
+
+
+def _published(data: str, split: str) -> Benchmark:
+    root, _, version = data.rstrip("/").partition("/v=")
+    manifest = datasets.read_manifest(root, version or datasets.LATEST, verify=True)
+    shards = [shard for shard in manifest["shards"] if shard["split"] == split]
+    if not shards:
+        splits = sorted({shard["split"] for shard in manifest["shards"]})
+        raise ValueError(f"{root}/v={manifest['version']}: no {split} pairs (splits: {', '.join(splits)})")
+    version_uri = storage.join(root, f"v={manifest['version']}")
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return Benchmark("dataset", root, f"{root}@{manifest['version']}:{split}", digest,
+                     [{"shard": storage.join(version_uri, shard["path"])} for shard in shards],
+                     split=split, version=manifest["version"])
+
+
+def _read_shard(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(unit["shard"])
+    with fs.open_input_file(path) as handle:
+        table = pq.read_table(handle, columns=["sample_id", "task", "recipe", "height", "width",
+                                                "degraded", "clean"])
+    for batch in table.to_batches(max_chunksize=64):
+        rows = batch.to_pydict()
+        degraded, clean = datasets.pair_images(rows, "degraded"), datasets.pair_images(rows, "clean")
+        for i, sample_id in enumerate(rows["sample_id"]):
+            yield Case(sample_id, rows["task"][i], rows["recipe"][i], degraded[i], clean[i])
+
+
+def _paired_folders(root: str) -> Benchmark:
+    storage.check_readable(root)
+    files = [storage.relative(info.uri, root) for info in storage.list_files(root, sources.IMAGE_SUFFIXES)]
+    # (task, kind, stem) -> relative path; a task folder is the parent of input/ or target/.
+    found: dict[tuple[str, str, str], str] = {}
+    duplicates = []
+    for rel in files:
+        parts = PurePosixPath(rel.replace("\\", "/")).parts
+        for depth, part in enumerate(parts[:-1]):
+            kind = "input" if part in INPUT_FOLDERS else "target" if part in TARGET_FOLDERS else None
+            if kind and depth <= 1:
+                task = parts[0] if depth == 1 else PurePosixPath(root.rstrip("/")).name
+                stem = str(PurePosixPath(*parts[depth + 1:]).with_suffix(""))
+                if (task, kind, stem) in found:  # a.png and a.jpg: which one pairs would be a guess
+                    duplicates.append(rel)
+                else:
+                    found[(task, kind, stem)] = rel
+                break
+    if not found:
+        raise storage.StorageError(f"{root}: no paired benchmark (expected <task>/input/ and <task>/target/ "
+                                   f"folders of {', '.join(sources.IMAGE_SUFFIXES)} images)")
+    units, skipped = [], {NO_TARGET: [], NO_INPUT: [], SAME_NAME: duplicates}
+    for (task, kind, stem), rel in sorted(found.items()):
+        other = found.get((task, "target" if kind == "input" else "input", stem))
+        if kind == "input" and other:
+            units.append({"task": task, "stem": stem, "input": storage.join(root, rel),
+                          "target": storage.join(root, other)})
+        elif other is None:
+            skipped[NO_TARGET if kind == "input" else NO_INPUT].append(rel)
+    listing = sorted((u["task"], u["stem"]) for u in units)
+    digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()  # which pairs; contents are not hashed
+    return Benchmark("folder", root, root, digest, units, {k: v for k, v in skipped.items() if v})
+
+
+def _read_pair(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
+    images = []
+    for key in ("input", "target"):
+        decoded = sources.decode(storage.read_bytes(unit[key]), max_pixels=MAX_PIXELS, min_side=MIN_SIDE)
+        if decoded.image is None:
+            yield Skip(decoded.skip_reason, storage.relative(unit[key], benchmark.uri))
+            return
+        images.append(decoded.image)
+    if images[0].shape != images[1].shape:
+        yield Skip(SIZE_MISMATCH, storage.relative(unit["input"], benchmark.uri))
+        return
+    yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], images[0], images[1])
+
+
+def _samples_config() -> datasets.SynthesisConfig:
+    from .training_config import TrainConfig
+
+    # The quickstart's split, so its training never saw these photos; bigger crops than its patches.
+    return TrainConfig().data.synthesis.model_copy(update={"patch": SAMPLES_PATCH})
+
+
+def _samples() -> Benchmark:
+    config = _samples_config()
+    digest = hashlib.sha256(f"{datasets.code_version()}:{config.model_dump_json()}".encode()).hexdigest()
+    return Benchmark("samples", sources.SAMPLES, f"samples (five_task, seed {config.seed})", digest,
+                     [{"recipes": config.recipes}], split="val")
+
+
+def _synthesize_samples(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
+    pairs = datasets.validation_pairs(sources.sample_photos(), _samples_config(), crops_per_recipe=SAMPLES_CROPS)
+    for i, sample_id in enumerate(pairs["sample_id"]):
+        yield Case(sample_id, pairs["task"][i], pairs["recipe"][i], pairs["degraded"][i], pairs["clean"][i])
+
+
+_readers = {"dataset": _read_shard, "folder": _read_pair, "samples": _synthesize_samples}
+
+
+def reopen(spec: dict[str, str | None]) -> Benchmark:
+    """A benchmark from ``Benchmark.spec()`` that can read units (its listing is not rebuilt)."""
+    return Benchmark(spec["kind"], spec["uri"], spec["uri"], "", [], split=spec["split"], version=spec["version"])

@@ -26,7 +26,7 @@ import torch
 
 import cpl_model
 
-from . import benchmarks, datasets, models, tracking
+from . import benchmarks, datasets, models, storage, tracking
 from .benchmarks import Benchmark, Case, Skip
 
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
@@ -224,20 +224,15 @@ def write_report(report: dict[str, Any], out: Path, grid_image: np.ndarray | Non
     out.mkdir(parents=True, exist_ok=True)
     files = {"report.json": out / "report.json", "report.md": out / "report.md", "cases.jsonl": out / "cases.jsonl"}
     summary = {key: value for key, value in report.items() if key != "cases"}
-    _write_atomic(files["report.json"], json.dumps(summary, indent=2) + "\n")
-    _write_atomic(files["report.md"], markdown(report))
-    _write_atomic(files["cases.jsonl"], "".join(json.dumps(row) + "\n" for row in report["cases"]))
+    storage.write_bytes(str(files["report.json"]), (json.dumps(summary, indent=2) + "\n").encode())
+    storage.write_bytes(str(files["report.md"]), markdown(report).encode())
+    storage.write_bytes(str(files["cases.jsonl"]),
+                        "".join(json.dumps(row) + "\n" for row in report["cases"]).encode())
     if grid_image is not None:
         files["grid.png"] = out / "grid.png"
-        ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid_image, cv2.COLOR_RGB2BGR))
-        files["grid.png"].write_bytes(encoded.tobytes())
+        _, encoded = cv2.imencode(".png", cv2.cvtColor(grid_image, cv2.COLOR_RGB2BGR))
+        storage.write_bytes(str(files["grid.png"]), encoded.tobytes())
     return files
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def log_evaluation(report: dict[str, Any], files: dict[str, Path], tracking_uri: str,

@@ -66,7 +66,7 @@ class Decision:
     data: dict[str, Any]
     evaluations: dict[str, str | None] = field(default_factory=dict)  # role -> evaluation run id
     at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    by: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
+    by: str = field(default_factory=lambda: _who())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,12 +210,17 @@ def rollback(name: str, reason: str, out: Path) -> dict[str, Any]:
         record = {"name": name, "champion_before": champion, "champion": previous,
                   "previous_champion": before if before and before != champion else None, "reason": reason,
                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "by": f"{getpass.getuser()}@{socket.gethostname()}"}
+                  "by": _who()}
         if champion:
             for key in ("at", "by", "reason"):
                 client.set_model_version_tag(name, champion, f"cpl.rollback.{key}", record[key])
     _audit(uri, f"rollback {name} to v{previous}", record, {}, out)
     return record
+
+
+def _who() -> str:
+    """Who decides, for the audit trail: user@host."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _label(version: str | None) -> str:
@@ -271,7 +276,7 @@ def registry_lock(client, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[No
     from mlflow.exceptions import MlflowException
 
     lock = name + LOCK_SUFFIX
-    holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+    holder = f"{_who()} pid {os.getpid()}"
     deadline = time.monotonic() + wait_s
     while True:
         try:

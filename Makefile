@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= outputs
 
-.PHONY: setup quickstart test preview bench clean
+.PHONY: setup postgres quickstart test preview bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,13 +19,25 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# The PostgreSQL server binaries (initdb, pg_ctl) that tests/infra/test_mlflow_server.py runs the production
+# MLflow server against. Debian installs them off PATH, in /usr/lib/postgresql/<major>/bin. Without them
+# that test skips (loudly), so CI, which runs as root, installs them.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing PostgreSQL (Debian package postgresql) for tests/infra..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	else \
+		echo "PostgreSQL server binaries (initdb) not found: tests/infra/test_mlflow_server.py will be SKIPPED; install them with: sudo apt-get install postgresql"; \
+	fi
+
 quickstart: setup
 	$(BIN)/python pipelines/train.py
 
 preview: setup
 	$(BIN)/python -m degradation_synth preview --out $(OUT)/preview.png
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -11,8 +11,15 @@ fraction are the medians of what rank 0 logged, after the first steps.
 
     python bench/train_speed.py engine --workers 1 2 --steps 20
     python bench/train_speed.py job --workers 1 2 --steps 40
+``checkpoint``: the bytes one training checkpoint takes per preset: the DeepSpeed engine's state (fp32
+weights and AdamW moments, as ``pipelines/worker.py`` saves it, ZeRO-1 in one process) and the consolidated
+``model.pt`` written beside it, after one step.
+
+    python bench/train_speed.py engine --workers 1 2 --steps 20
+    python bench/train_speed.py job --workers 1 2 --steps 40
     python bench/train_speed.py job --gpu --preset full --patch 128 --batch 8 --workers 1 --steps 200 \
         --peak-tflops 989          # on one H100 (dense bf16 peak); 1979/2 etc. for other cards
+    python bench/train_speed.py checkpoint --presets tiny small full
 """
 
 from __future__ import annotations
@@ -117,6 +124,51 @@ def engine_bench(args: argparse.Namespace) -> None:
         print(f"| {world} | {ddp:.3f} | {engine:.3f} | {engine / ddp:.3f} |", flush=True)
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _checkpoint_worker(rank: int, port: int, args: argparse.Namespace, results) -> None:
+    import deepspeed
+
+    from pipelines.worker import DS_TAG, WEIGHTS
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    batch = {"degraded": torch.rand(1, 3, 32, 32), "clean": torch.rand(1, 3, 32, 32)}
+    objective = cpl_model.RestorationLoss(cpl_model.LossConfig())
+    for preset in args.presets:
+        model = cpl_model.build_model(preset, seed=0)
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=2e-4),
+            config={"train_micro_batch_size_per_gpu": 1, "train_batch_size": 1, "zero_optimization": {"stage": 1},
+                    "bf16": {"enabled": False}, "steps_per_print": 10**9})
+        loss, _ = cpl_model.training_step(engine, batch, objective, step=0)
+        engine.backward(loss)
+        engine.step()
+        with tempfile.TemporaryDirectory() as folder:
+            engine.save_checkpoint(folder, tag=DS_TAG)
+            state = _folder_bytes(Path(folder))
+            cpl_model.save_checkpoint(engine.module, Path(folder) / WEIGHTS)
+            weights = (Path(folder) / WEIGHTS).stat().st_size
+        params = sum(p.numel() for p in model.parameters())
+        results.put((preset, params, state, weights))
+    dist.destroy_process_group()
+
+
+def checkpoint_bench(args: argparse.Namespace) -> None:
+    print("| preset | parameters | DeepSpeed state | model.pt | checkpoint | bytes/parameter |")
+    print("|---|---:|---:|---:|---:|---:|")
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_checkpoint_worker, args=(_free_port(), args, results), nprocs=1, join=True,
+                       start_method="spawn")
+    for _ in args.presets:
+        preset, params, state, weights = results.get()
+        print(f"| {preset} | {params / 1e6:.2f} M | {state / 2**20:.1f} MiB | {weights / 2**20:.1f} MiB "
+              f"| {(state + weights) / 2**20:.1f} MiB | {(state + weights) / params:.1f} |", flush=True)
+
+
 def job_bench(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
 
@@ -159,7 +211,7 @@ def job_bench(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("engine", "job"))
+    parser.add_argument("what", choices=("engine", "job", "checkpoint"))
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per configuration")
     parser.add_argument("--batch", type=int, default=8, help="micro-batch per worker")
@@ -169,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", action="store_true", help="job only: one GPU per worker (bf16)")
     parser.add_argument("--peak-tflops", type=float, help="job only: the device's dense bf16 peak, for MFU")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="engine only: torch threads in all")
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "full"], help="checkpoint only")
     args = parser.parse_args(argv)
-    (engine_bench if args.what == "engine" else job_bench)(args)
+    {"engine": engine_bench, "job": job_bench, "checkpoint": checkpoint_bench}[args.what](args)
     return 0
 
 

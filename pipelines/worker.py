@@ -165,7 +165,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     if loop_config.get("torch_threads"):
         torch.set_num_threads(loop_config["torch_threads"])
-    on_gpu = config.scaling.use_gpu and torch.cuda.is_available()
+    on_gpu = config.scaling.use_gpu
+    if on_gpu and not torch.cuda.is_available():  # Ray reserved a GPU; training on the CPU would hide that
+        raise RuntimeError(f"scaling.use_gpu is set but torch sees no CUDA device on {ray.util.get_node_ip_address()} "
+                           f"(torch {torch.__version__}, CUDA {torch.version.cuda}: is the driver too old?)")
     if on_gpu:
         torch.cuda.set_device(context.get_local_rank())
     device = torch.device(get_accelerator().device_name(context.get_local_rank()) if on_gpu else "cpu")

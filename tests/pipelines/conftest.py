@@ -313,7 +313,9 @@ def mlflow_server(s3_endpoint, tmp_path_factory) -> str:
     base = tmp_path_factory.mktemp("mlflow")
     artifacts = new_bucket()
     port = free_port()
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # No job runner: the GenAI features it serves are unused here, and it is eight more processes.
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(base / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

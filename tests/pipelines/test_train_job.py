@@ -8,12 +8,9 @@ tracking over HTTP, checkpoints in S3. Interruptions are real kills: the whole d
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -66,19 +63,6 @@ def wait_for_checkpoint(process: subprocess.Popen, storage_uri: str, run_name: s
         if time.monotonic() > deadline:
             os.killpg(process.pid, signal.SIGKILL)
             pytest.fail(f"no checkpoint {step} after {timeout} s")
-        time.sleep(0.5)
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"nothing listens on 127.0.0.1:{port}")
         time.sleep(0.5)
 
 
@@ -180,51 +164,6 @@ def test_a_killed_worker_is_replaced_and_the_run_continues(train_env, mlflow_ser
     (run,) = runs_named(mlflow_server, "worker-killed")
     assert run.info.status == "FINISHED", output[-3000:]
     assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4, 5, 6]
-
-
-def test_ray_job_submit_runs_the_smoke_job_on_a_local_head(train_env, mlflow_server, tmp_path):
-    """The cluster path: a Ray head with its dashboard on 127.0.0.1, the repository as working_dir."""
-    dashboard, gcs = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
-    # Ray's token authentication, on as in production: the head and the client share a token.
-    env = {**train_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           # The job runs `python` from the head's PATH, as on a cluster node: make it this environment's.
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    # --block keeps `ray start` in charge of the processes it starts: stopping it stops this head only
-    # (`ray stop` would stop every Ray instance on the machine, the test session's included).
-    # Every port explicit: the session's own Ray instance holds the defaults (its job agent's among them).
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                    "runtime-env-agent-port", "metrics-export-port",
-                                                    "ray-client-server-port")]
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", *ports,
-                             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                             f"--temp-dir={temp_dir}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_port(dashboard, head)
-        for _ in range(30):  # the dashboard answers before the job agent is up, and tells clients to retry
-            submit = subprocess.run(
-                [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
-                 "--runtime-env", "configs/runtime_env.yaml", "--",
-                 "python", "pipelines/train.py", "--smoke", "--name", "submitted",
-                 "--set", f"run.storage={tmp_path / 'runs'}", *[f"--set={item}" for item in FAST]],
-                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
-            if "No available agent to submit job" not in submit.stderr:
-                break
-            time.sleep(2)
-        assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
-        assert "succeeded" in submit.stdout
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # anything of this head that outlived it
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    (run,) = runs_named(mlflow_server, "submitted")
-    assert run.data.tags.get("cpl.model_version")
 
 
 def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_path):

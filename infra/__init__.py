@@ -1,0 +1,1 @@
+"""Deployment files (node image, MLflow server, Kubernetes manifests) and the local stack for development."""

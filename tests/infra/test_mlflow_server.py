@@ -114,14 +114,16 @@ def postgres() -> Postgres:
     run_as: list[str] = []
     owner = None
     if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
+        # sbin is not on every root PATH (CI's environment has /usr/local/bin:/usr/bin:/bin).
+        runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if runuser is None:
             pytest.fail("as root, PostgreSQL must run as another user, and runuser (util-linux) is missing")
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
             pytest.fail("as root, PostgreSQL must run as the `postgres` user, which does not exist "
                         "(the Debian package creates it)")
-        run_as = ["runuser", "-u", "postgres", "--"]
+        run_as = [runuser, "-u", "postgres", "--"]
     base = Path(tempfile.mkdtemp(prefix="cpl-postgres-"))
     data = base / "data"
     superuser_password = "superuser-" + os.urandom(8).hex()

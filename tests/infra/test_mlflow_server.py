@@ -328,6 +328,40 @@ def test_the_image_installs_the_tested_versions_and_runs_serve_sh():
     assert re.search(r"^USER [1-9]", dockerfile, re.MULTILINE), "the server runs as a non-root user"
 
 
+def required_variables() -> set[str]:
+    return set(re.findall(r"^require (\w+)", SERVE.read_text(), re.MULTILINE))
+
+
+def pinned(image: str) -> bool:
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    return bool(tag) and tag != "latest"
+
+
+def test_the_manifests_parse_and_give_serve_sh_every_variable_it_requires():
+    """compose.yaml and k8s/mlflow.yaml only set serve.sh's environment: each must set all it requires."""
+    import yaml
+
+    required = required_variables()
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= required
+    compose = yaml.safe_load((REPO_ROOT / "infra" / "mlflow" / "compose.yaml").read_text())
+    mlflow_service = compose["services"]["mlflow"]
+    assert mlflow_service["build"]["dockerfile"] == "infra/mlflow/Dockerfile"
+    assert required <= set(mlflow_service["environment"])
+    assert all(pinned(service["image"]) for service in compose["services"].values())
+    documents = [doc for doc in yaml.safe_load_all((REPO_ROOT / "infra" / "k8s" / "mlflow.yaml").read_text()) if doc]
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert required <= {variable["name"] for variable in container["env"]}
+    assert pinned(container["image"]) and container["image"].endswith(":" + mlflow_version())
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert {doc["kind"] for doc in documents} >= {"Deployment", "Service", "ServiceAccount"}
+
+
+def mlflow_version() -> str:
+    return next(line.split("==")[1] for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+                if line.startswith("mlflow=="))
+
+
 def test_requests_without_valid_credentials_are_refused(server):
     search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, timeout=30).status_code == 401

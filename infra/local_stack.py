@@ -247,6 +247,16 @@ class _Launch:
     after_ready: Callable[[], None] = lambda: None
 
 
+def _health_checks(state: dict) -> dict[str, Callable[[], bool]]:
+    """Whether each service answers: what `status` reports, and what `up` waits for (Ray's launch waits
+    for more: its job agent)."""
+    urls = _urls(state)
+    token = {"Authorization": f"Bearer {state['token']}"}
+    return {"s3": lambda: _http_ok(urls["s3"] + "/moto-api/"),
+            "mlflow": lambda: _http_ok(urls["mlflow"] + "/health"),
+            "ray": lambda: _http_ok(urls["dashboard"] + "/api/version", token)}
+
+
 def _s3_launch(state: dict) -> _Launch:
     url = _urls(state)["s3"]
 
@@ -261,7 +271,7 @@ def _s3_launch(state: dict) -> _Launch:
 
     port = state["ports"]["s3"]
     return _Launch([_bin("python"), "-m", "moto.server", "-H", HOST, "-p", str(port)], {port: "--s3-port"},
-                   lambda: _http_ok(url + "/moto-api/"), create_buckets)
+                   _health_checks(state)["s3"], create_buckets)
 
 
 def _mlflow_launch(state: dict, folder: Path) -> _Launch:
@@ -269,7 +279,7 @@ def _mlflow_launch(state: dict, folder: Path) -> _Launch:
     command = [_bin("python"), "-m", "mlflow", "server", "--host", HOST, "--port", str(port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
                "--artifacts-destination", "s3://mlflow/artifacts"]
-    return _Launch(command, {port: "--mlflow-port"}, lambda: _http_ok(_urls(state)["mlflow"] + "/health"))
+    return _Launch(command, {port: "--mlflow-port"}, _health_checks(state)["mlflow"])
 
 
 def _ray_launch(state: dict) -> _Launch:
@@ -362,10 +372,7 @@ def status(folder: Path = DEFAULT_DIR) -> dict[str, str]:
     if not state:
         return {name: "stopped" for name in SERVICES}
     urls = _urls(state)
-    token = {"Authorization": f"Bearer {state['token']}"}
-    healthy = {"s3": lambda: _http_ok(urls["s3"] + "/moto-api/"),
-               "mlflow": lambda: _http_ok(urls["mlflow"] + "/health"),
-               "ray": lambda: _http_ok(urls["dashboard"] + "/api/version", token)}
+    healthy = _health_checks(state)
     where = {"s3": urls["s3"], "mlflow": urls["mlflow"], "ray": f"{urls['ray']}, dashboard {urls['dashboard']}"}
     report = {}
     for name in SERVICES:

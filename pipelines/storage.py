@@ -111,6 +111,11 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
+def uri_of(path: str, like: str) -> str:
+    """The URI of ``path``, a path inside the filesystem of ``like`` (the inverse of ``filesystem``)."""
+    return f"s3://{path}" if is_s3(like) else path
+
+
 def _translate(uri: str, err: Exception) -> StorageError:
     if isinstance(err, botocore.exceptions.ClientError):
         code = err.response.get("Error", {}).get("Code", "")
@@ -205,14 +210,13 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[FileIn
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except OSError as err:
         raise _translate(uri, err) from None
-    prefix = "s3://" if is_s3(uri) else ""
     files = []
     for info in infos:
         if info.type != pafs.FileType.File or info.base_name.startswith("."):
             continue
         if suffixes is not None and not info.base_name.lower().endswith(suffixes):
             continue
-        files.append(FileInfo(prefix + info.path, info.size))
+        files.append(FileInfo(uri_of(info.path, uri), info.size))
     return sorted(files, key=lambda f: f.uri)
 
 

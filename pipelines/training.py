@@ -230,8 +230,7 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
     model_uri, version = log_and_register(config, resolved, model, run_id, uri, run_name, dataset_label,
                                           per_task, validation, extra.get("step", 0))
     # Ray reports the path inside the storage filesystem (no s3:// scheme); record the URI users can pass on.
-    _, storage_path = storage.filesystem(config.run.storage)
-    checkpoint = storage.absolute(config.run.storage).rstrip("/") + best.path[len(storage_path):]
+    checkpoint = storage.uri_of(best.path, config.run.storage)
     tracking.finish_run(uri, run_id, tags={tracking.MODEL_VERSION_TAG: version or "", "best_checkpoint": checkpoint})
     return Summary(run_name, run_id, uri, model_uri, version, dataset_label, checkpoint, extra.get("step", 0),
                    per_task)

@@ -19,18 +19,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.pipelines.conftest import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, "-m", "infra.local_stack"]
 # The smoke run, small: 48² patches, batch 4, one validation crop per recipe, checkpoints every 2 steps.
 SMOKE = ["--smoke", "--set", "data.synthesis.patch=48", "--set", "data.batch_size=4",
          "--set", "validation.crops_per_recipe=1", "--set", "data.synthesis.recipes=noise25,haze,low_light",
          "--set", "checkpoint.every=2"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def clean_env() -> dict[str, str]:

@@ -6,21 +6,24 @@ Layout of a dataset ``<out>/<name>/``::
     v=<version>/manifest.json                  written last, create-only: the version exists from then on
     LATEST                                     the newest published version, moved by compare-and-swap
 
-Every sample's randomness comes from ``rng_for(seed, content_hash, crop, purpose)``, splits from the
-content hash, and shard membership from the sample id, so the bytes of every shard depend only on the
-sources, the config and the code, never on scheduling, retries or worker count.
+The driver cuts the source listing into runs of consecutive sources, one per synthesis task; task N
+reads its sources, synthesizes every crop and writes ``part-<split>-N`` for each split its sources fall
+in (sized so that its train shard holds about ``rows_per_shard`` pairs; its val and test shards are
+correspondingly smaller). Every sample's randomness comes from ``rng_for(seed, content_hash, crop,
+purpose)`` and splits from the content hash, so the bytes of every shard depend only on the sources,
+the config and the code, never on scheduling, retries or worker count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -90,7 +93,7 @@ class OutputConfig(Frozen):
 # --- the synthesis transform (shared by offline shards and online streaming) --------------------
 
 PAIR_COLUMNS = ("sample_id", "source_id", "content_sha256", "crop", "split", "recipe", "task",
-                "degraded", "clean", "height", "width", "record", "shard", "skip_reason", "converted_from")
+                "degraded", "clean", "height", "width", "record", "skip_reason", "converted_from")
 
 
 def split_of(content_sha256: str, val_fraction: float, test_fraction: float) -> str:
@@ -116,14 +119,16 @@ class Synthesize:
     count it; readers never see those rows.
     """
 
-    def __init__(self, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None) -> None:
+    def __init__(self, config: SynthesisConfig) -> None:
+        # Parallelism comes from running one task per CPU: OpenCV's own thread pool (a thread per core
+        # in every worker) would only oversubscribe the CPUs on 128² images.
+        cv2.setNumThreads(1)
         self.config = config
         self.recipes = config.resolved_recipes()
         weights = np.array([config.recipe_weights.get(r.name, 1.0) for r in self.recipes])
         self.cumulative = np.cumsum(weights / weights.sum())
-        self.shards_per_split = shards_per_split or {}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         """``batch`` may carry a ``pass`` column (online streams): pass p makes crops p * crops_per_image
         onwards, so every pass over the sources yields fresh, still deterministic pairs."""
         out: dict[str, list] = {column: [] for column in PAIR_COLUMNS}
@@ -136,9 +141,11 @@ class Synthesize:
                 continue
             first = int(pass_) * self.config.crops_per_image
             for crop in range(first, first + self.config.crops_per_image):
-                clean = random_crop(decoded.image, self.config.patch, rng_for(self.config.seed, content, crop, "crop"))
-                choice = rng_for(self.config.seed, content, crop, "recipe").random()
-                recipe = self.recipes[min(int(np.searchsorted(self.cumulative, choice, side="right")),
+                # One generator places the crop and picks the recipe (building one costs ~0.1 ms); the
+                # degradation draws from its own, keyed by the recipe.
+                layout = rng_for(self.config.seed, content, crop, "layout")
+                clean = random_crop(decoded.image, self.config.patch, layout)
+                recipe = self.recipes[min(int(np.searchsorted(self.cumulative, layout.random(), side="right")),
                                           len(self.recipes) - 1)]
                 degraded, record = degrade(clean, recipe, rng_for(self.config.seed, content, crop, recipe.name))
                 self._append(out, identifier, content, crop, split, recipe, (degraded, clean), record, decoded)
@@ -147,9 +154,7 @@ class Synthesize:
         return out
 
     def _append(self, out, identifier, content, crop, split, recipe, images, record, decoded) -> None:
-        sample_id = f"{identifier}#{crop}"
-        shards = self.shards_per_split.get(split, 1)
-        out["sample_id"].append(sample_id)
+        out["sample_id"].append(f"{identifier}#{crop}")
         out["source_id"].append(str(identifier))
         out["content_sha256"].append(str(content))
         out["crop"].append(crop)
@@ -161,9 +166,18 @@ class Synthesize:
         out["height"].append(self.config.patch if images else 0)
         out["width"].append(self.config.patch if images else 0)
         out["record"].append(json.dumps(record) if record else "")
-        out["shard"].append(f"{split}-{int(hashlib.sha256(sample_id.encode()).hexdigest()[:8], 16) % shards:05d}")
         out["skip_reason"].append(decoded.skip_reason or "")
         out["converted_from"].append(decoded.converted_from or "")
+
+
+def read_slices(source_uri: str, slices: list[list]) -> dict[str, list]:
+    """Source rows ``{"id", "sha256", "bytes"}`` of ``[unit, start, stop]`` slices, in order."""
+    rows: dict[str, list] = {"id": [], "sha256": [], "bytes": []}
+    for unit, start, stop in slices:
+        read = sources.read_unit(source_uri, unit, start, stop)
+        for key in rows:
+            rows[key] += read[key]
+    return rows
 
 
 # --- shards ------------------------------------------------------------------------------------
@@ -176,6 +190,11 @@ SHARD_SCHEMA = pa.schema([
 ])
 
 
+# Dictionary-encode the repetitive columns only: for the images, Parquet would hash every 48 KiB value
+# before giving up on the dictionary (15 % of the write time).
+DICTIONARY_COLUMNS = [name for name in SHARD_SCHEMA.names if name not in ("degraded", "clean", "record")]
+
+
 def pair_images(rows: Any, column: str) -> np.ndarray:
     """One image column of pair rows (raw uint8 bytes, see ``SHARD_SCHEMA``) as (N, H, W, 3) uint8.
 
@@ -185,29 +204,54 @@ def pair_images(rows: Any, column: str) -> np.ndarray:
     return np.stack([np.frombuffer(data, np.uint8) for data in rows[column]]).reshape(-1, height, width, 3)
 
 
-def write_shard(group: pa.Table, version_uri: str) -> pa.Table:
-    """Ray Data ``map_groups`` function: all rows of one shard -> one Parquet file, and its stats.
+def shard_plan(units: list[tuple[str, int]], sources_per_shard: int) -> list[list[list]]:
+    """The sources of every synthesis task, as ``[unit, start, stop]`` slices: consecutive runs of
+    ``sources_per_shard`` sources in listing order. A plan depends only on the listing, so the shards
+    do not depend on the number of workers."""
+    tasks: list[list[list]] = [[]]
+    room = sources_per_shard
+    for unit, count in units:
+        start = 0
+        while start < count:
+            if room == 0:
+                tasks.append([])
+                room = sources_per_shard
+            stop = min(count, start + room)
+            tasks[-1].append([unit, start, stop])
+            room -= stop - start
+            start = stop
+    return [task for task in tasks if task]
 
-    Works on the Arrow table directly (filter, sort, cast): no per-row Python on image-sized rows.
+
+def write_shards(pairs: dict[str, list], version_uri: str, task: int) -> list[dict[str, Any]]:
+    """One synthesis task's pairs -> a Parquet file per split (``part-<split>-<task>.parquet``), and the
+    stats of each for the manifest.
+
+    Works on an Arrow table (filter, sort, cast): no per-row Python on image-sized rows.
     """
-    skipped_mask = pc.not_equal(group["skip_reason"], "")
-    skipped = sorted({(r["skip_reason"], r["source_id"])
-                      for r in group.filter(skipped_mask).select(["skip_reason", "source_id"]).to_pylist()})
-    kept = group.filter(pc.invert(skipped_mask)).sort_by("sample_id")
-    converted = sorted({(r["converted_from"], r["source_id"]) for r in kept.filter(
-        pc.not_equal(kept["converted_from"], "")).select(["converted_from", "source_id"]).to_pylist()})
-    shard, split = group["shard"][0].as_py(), group["split"][0].as_py()
-    stats = {"shard": shard, "path": "", "rows": 0, "sha256": "", "split": split, "counts": "{}",
-             "skipped": json.dumps(skipped), "converted": json.dumps(converted)}
-    if kept.num_rows:
-        buffer = pa.BufferOutputStream()
-        pq.write_table(kept.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA), buffer, compression="zstd")
-        data = buffer.getvalue().to_pybytes()
-        name = f"part-{shard}.parquet"
-        storage.write_bytes(storage.join(version_uri, name), data)
-        stats.update(path=name, rows=kept.num_rows, sha256=hashlib.sha256(data).hexdigest(),
-                     counts=json.dumps(Counter(kept["recipe"].to_pylist())))
-    return pa.table({key: [value] for key, value in stats.items()})
+    table = pa.table(pairs)
+    stats = []
+    for split in sorted(set(table["split"].to_pylist())):
+        group = table.filter(pc.equal(table["split"], split))
+        kept = group.filter(pc.equal(group["skip_reason"], "")).sort_by("sample_id")
+        shard = {"path": "", "rows": 0, "sha256": "", "split": split, "counts": {},
+                 "skipped": _sources_by(group, "skip_reason"), "converted": _sources_by(kept, "converted_from")}
+        if kept.num_rows:
+            buffer = pa.BufferOutputStream()
+            pq.write_table(kept.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA), buffer, compression="zstd",
+                           use_dictionary=DICTIONARY_COLUMNS)
+            data = buffer.getvalue().to_pybytes()
+            shard.update(path=f"part-{split}-{task:05d}.parquet", rows=kept.num_rows,
+                         sha256=hashlib.sha256(data).hexdigest(), counts=Counter(kept["recipe"].to_pylist()))
+            storage.write_bytes(storage.join(version_uri, shard["path"]), data)
+        stats.append(shard)
+    return stats
+
+
+def _sources_by(table: pa.Table, reason: str) -> list[tuple[str, str]]:
+    """Sorted distinct (reason, source id) of the rows where the ``reason`` column is set."""
+    rows = table.filter(pc.not_equal(table[reason], "")).select([reason, "source_id"]).to_pydict()
+    return sorted(set(zip(rows[reason], rows["source_id"], strict=True)))
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -222,63 +266,30 @@ def plan(source_uri: str, config: SynthesisConfig) -> dict[str, Any]:
     return _plan(source_uri, config)[0]
 
 
-def _plan(source_uri: str, config: SynthesisConfig) -> tuple[dict[str, Any], list[storage.FileInfo] | None]:
-    """The plan, and the source listing of a folder (None for a packed table), listed once."""
-    files = None
-    if sources.is_packed(source_uri):
-        count = json.loads(storage.read_bytes(storage.join(source_uri, sources.PACKED_MARKER)))["count"]
-    else:
-        files = sources.list_sources(source_uri)
-        count = len(files)
+def _plan(source_uri: str, config: SynthesisConfig) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """The plan, and the source's units with their image counts (listed once: S3 listings are slow)."""
+    units = sources.unit_sizes(source_uri)
+    count = sum(n for _, n in units)
     recipes = config.resolved_recipes()
-    summary = {"source": source_uri, "packed": files is None, "sources": count,
+    summary = {"source": source_uri, "packed": sources.is_packed(source_uri), "sources": count,
                "recipes": [r.name for r in recipes], "expected_pairs": count * config.crops_per_image}
-    return summary, files
+    return summary, units
 
 
-def read_sources(source_uri: str, files: list[storage.FileInfo] | None = None):
-    """A Ray Dataset of (id, sha256, bytes) rows from a packed table or a folder/prefix.
+def synthesize_shards(plan_rows: dict[str, np.ndarray], source_uri: str, version_uri: str,
+                      config: SynthesisConfig) -> dict[str, list]:
+    """Ray Data ``map_batches`` function: synthesis tasks of the plan -> their shards, written; returns
+    one stats row per shard.
 
-    ``files``: the folder's listing when the caller already has it (listing S3 prefixes is slow).
+    Each task reads its own sources and writes its own shards, so image bytes never cross Ray's object
+    store (a shuffle would move every pair through it twice).
     """
-    import ray.data
-
-    if files is None and sources.is_packed(source_uri):
-        tables = [f.uri for f in storage.list_files(source_uri, (".parquet",))]
-        fs, _ = storage.filesystem(source_uri)
-        return ray.data.read_parquet([storage.filesystem(f)[1] for f in tables], filesystem=fs,
-                                     partitioning=None).select_columns(["id", "sha256", "bytes"])
-    if files is None:
-        files = sources.list_sources(source_uri)
-    fs, _ = storage.filesystem(source_uri)
-    raw = ray.data.read_binary_files([storage.filesystem(f.uri)[1] for f in files], filesystem=fs,
-                                     include_paths=True)
-    scheme = "s3://" if storage.is_s3(source_uri) else ""  # pyarrow paths drop the scheme
-
-    def describe(batch: dict[str, np.ndarray]) -> dict[str, list]:
-        data = [bytes(b) for b in batch["bytes"]]
-        return {"id": [sources.source_id(source_uri, scheme + str(p)) for p in batch["path"]],
-                "sha256": [hashlib.sha256(d).hexdigest() for d in data], "bytes": data}
-
-    return raw.map_batches(describe, batch_format="numpy")
-
-
-def synthesized_pairs(source_uri: str, config: SynthesisConfig, shards_per_split: dict[str, int] | None = None,
-                      files: list[storage.FileInfo] | None = None):
-    """The Ray Data stage both modes share: source rows -> pair rows (plus one row per skipped source).
-
-    Synthesis runs as tasks, not an actor pool: an actor holds its CPU for the whole job, which on a
-    one- or two-core machine leaves the read tasks no CPU and hangs the job. Building ``Synthesize``
-    per batch costs microseconds.
-    """
-    return read_sources(source_uri, files).map_batches(
-        _synthesize_batch, fn_kwargs={"config": config, "shards_per_split": shards_per_split}, batch_size=4,
-        batch_format="numpy", num_cpus=1)
-
-
-def _synthesize_batch(batch: dict[str, np.ndarray], config: SynthesisConfig,
-                      shards_per_split: dict[str, int] | None) -> dict[str, list]:
-    return Synthesize(config, shards_per_split)(batch)
+    stats = []
+    for task, slices in zip(plan_rows["task"], plan_rows["slices"], strict=True):
+        pairs = Synthesize(config)(read_slices(source_uri, json.loads(slices)))
+        stats += write_shards(pairs, version_uri, int(task))
+    return {key: [json.dumps(row[key]) if key in ("counts", "skipped", "converted") else row[key] for row in stats]
+            for key in ("path", "rows", "sha256", "split", "counts", "skipped", "converted")}
 
 
 def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
@@ -290,32 +301,23 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
         RuntimeError: when more than ``max_skipped_fraction`` of the sources were skipped
             (nothing is published then).
     """
-    from ray.data import DataContext
-    from ray.data.context import ShuffleStrategy
+    import ray.data
 
-    expected, files = _plan(source_uri, config)
+    expected, units = _plan(source_uri, config)
     dataset_uri = storage.join(output.uri, output.name)
     storage.check_writable(dataset_uri)
     version = new_version()
     version_uri = storage.join(dataset_uri, f"v={version}")
     started = time.perf_counter()
 
-    fractions = {"test": config.test_fraction, "val": config.val_fraction,
-                 "train": 1 - config.test_fraction - config.val_fraction}
-    shards = {split: max(1, math.ceil(expected["expected_pairs"] * fraction / output.rows_per_shard))
-              for split, fraction in fractions.items()}
-    # A task-based sort shuffle: the default hash shuffle keeps aggregator actors that hold CPUs, which
-    # on a two-core machine halves the job's speed (docs/benchmarks.md). Restored afterwards: the
-    # setting is process-wide.
-    context = DataContext.get_current()
-    previous, context.shuffle_strategy = context.shuffle_strategy, ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        grouped = synthesized_pairs(source_uri, config, shards, files).groupby(
-            "shard", num_partitions=sum(shards.values()))
-        stats = grouped.map_groups(write_shard, fn_kwargs={"version_uri": version_uri},
-                                   batch_format="pyarrow").take_all()
-    finally:
-        context.shuffle_strategy = previous
+    tasks = shard_plan(units, sources_per_shard(output, config))
+    # One block per task, so that Ray Data schedules tasks, not runs of them, on free CPUs. Tasks, not an
+    # actor pool: an actor holds its CPU for the whole job, which on one or two cores starves the rest.
+    plan_rows = ray.data.from_items([{"task": index, "slices": json.dumps(slices)}
+                                     for index, slices in enumerate(tasks)], override_num_blocks=len(tasks))
+    stats = plan_rows.map_batches(synthesize_shards, batch_size=1, batch_format="numpy", num_cpus=1,
+                                  fn_kwargs={"source_uri": source_uri, "version_uri": version_uri,
+                                             "config": config}).take_all()
 
     manifest = build_manifest(version, stats, expected, config, resolved_config)
     total = manifest["sources"]["total"]
@@ -331,13 +333,19 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     return manifest
 
 
+def sources_per_shard(output: OutputConfig, config: SynthesisConfig) -> int:
+    """Sources per synthesis task: enough for a train shard of about ``output.rows_per_shard`` pairs."""
+    train_fraction = 1 - config.val_fraction - config.test_fraction
+    return max(1, round(output.rows_per_shard / (config.crops_per_image * train_fraction)))
+
+
 def build_manifest(version: str, stats: list[dict], expected: dict, config: SynthesisConfig,
                    resolved_config: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
     skipped: dict[str, set[str]] = defaultdict(set)
     converted: dict[str, set[str]] = defaultdict(set)
     shards = []
-    for row in sorted(stats, key=lambda r: r["shard"]):
+    for row in sorted(stats, key=lambda r: (r["split"], r["path"])):
         for reason, identifier in json.loads(row["skipped"]):
             skipped[reason].add(identifier)
         for kind, identifier in json.loads(row["converted"]):
@@ -447,7 +455,7 @@ def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train
     kept = (col("skip_reason") == "") & (col("split") == split)
     return work.map_batches(_synthesize_units, fn_kwargs={"source_uri": source_uri, "config": config},
                             batch_size=1, batch_format="numpy", num_cpus=1).filter(expr=kept).drop_columns(
-        ["shard", "skip_reason", "converted_from"])
+        ["skip_reason", "converted_from"])
 
 
 def _synthesize_units(batch: dict[str, np.ndarray], source_uri: str, config: SynthesisConfig) -> dict[str, list]:

@@ -54,18 +54,47 @@ def list_sources(uri: str) -> list[storage.FileInfo]:
 
 def source_units(uri: str) -> list[str]:
     """The units a source is read in: its image files, or the Parquet files of a packed table."""
-    if is_packed(uri):
-        return [f.uri for f in storage.list_files(uri, (".parquet",))]
-    return [f.uri for f in list_sources(uri)]
+    return [unit for unit, _ in unit_sizes(uri)]
 
 
-def read_unit(root: str, unit: str) -> dict[str, list]:
-    """Source rows ``{"id", "sha256", "bytes"}`` of one unit of ``source_units(root)``."""
-    if unit.endswith(".parquet"):  # image files never have that suffix
-        table = pq.read_table(io.BytesIO(storage.read_bytes(unit)), columns=["id", "sha256", "bytes"])
-        return table.to_pydict()
-    data = storage.read_bytes(unit)
-    return {"id": [source_id(root, unit)], "sha256": [hashlib.sha256(data).hexdigest()], "bytes": [data]}
+def unit_sizes(uri: str) -> list[tuple[str, int]]:
+    """Each unit of the source with its number of images, in listing order.
+
+    A packed table's marker records its files' row counts, so planning a job over millions of packed
+    images reads one small object.
+    """
+    if not is_packed(uri):
+        return [(f.uri, 1) for f in list_sources(uri)]
+    marker = json.loads(storage.read_bytes(storage.join(uri, PACKED_MARKER)))
+    if "files" not in marker:  # packed before the marker listed them: read each file's footer
+        return [(f.uri, _rows_of(f.uri)) for f in storage.list_files(uri, (".parquet",))]
+    return [(storage.join(uri, entry["path"]), entry["rows"]) for entry in marker["files"]]
+
+
+def _rows_of(parquet_uri: str) -> int:
+    with storage.open_input_file(parquet_uri) as stream:
+        return pq.ParquetFile(stream).metadata.num_rows
+
+
+def read_unit(root: str, unit: str, start: int = 0, stop: int | None = None) -> dict[str, list]:
+    """Source rows ``{"id", "sha256", "bytes"}`` of one unit of ``source_units(root)``: its images
+    ``start`` to ``stop`` (exclusive; all by default). Of a packed file, only the row groups holding
+    them are read."""
+    if not unit.endswith(".parquet"):  # image files never have that suffix
+        data = storage.read_bytes(unit)
+        return {"id": [source_id(root, unit)], "sha256": [hashlib.sha256(data).hexdigest()], "bytes": [data]}
+    with storage.open_input_file(unit) as stream:
+        packed = pq.ParquetFile(stream)
+        stop = packed.metadata.num_rows if stop is None else stop
+        groups, first_row, offset = [], None, 0
+        for group in range(packed.num_row_groups):
+            rows = packed.metadata.row_group(group).num_rows
+            if offset < stop and offset + rows > start:
+                groups.append(group)
+                first_row = offset if first_row is None else first_row
+            offset += rows
+        table = packed.read_row_groups(groups, columns=["id", "sha256", "bytes"])
+    return table.slice(start - (first_row or 0), stop - start).to_pydict()
 
 
 def source_id(root: str, file_uri: str) -> str:
@@ -131,17 +160,18 @@ def decode(data: bytes, *, max_pixels: int, min_side: int) -> Decoded:
     return Decoded(image, None, "+".join(converted) or None)
 
 
-def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
+def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256, rows_per_group: int = 16) -> dict:
     """Pack every image under ``source_uri`` into Parquet files under ``packed_uri``.
 
-    Writes ``packed.json`` (count, listing hash) last, create-only. Returns that summary.
+    Small row groups let a synthesis task read just its images of a file. Writes ``packed.json``
+    (count, listing hash, files with their row counts) last, create-only. Returns that summary.
     Raises ``StorageError`` for unreadable sources or an existing packed table.
     """
     files = list_sources(source_uri)
     storage.check_writable(packed_uri)
     if is_packed(packed_uri):
         raise storage.AlreadyExists(f"{packed_uri}: already holds a packed table")
-    pairs = []
+    pairs, packed_files = [], []
     for index in range(0, len(files), rows_per_file):
         chunk = files[index:index + rows_per_file]
         rows = {"id": [], "size": [], "sha256": [], "bytes": []}
@@ -154,10 +184,12 @@ def pack(source_uri: str, packed_uri: str, rows_per_file: int = 256) -> dict:
             rows["bytes"].append(data)
             pairs.append((identifier, content))
         buffer = pa.BufferOutputStream()
-        pq.write_table(pa.table(rows, schema=SOURCE_SCHEMA), buffer)
-        storage.write_bytes(storage.join(packed_uri, f"sources-{index // rows_per_file:05d}.parquet"),
-                            buffer.getvalue().to_pybytes())
-    summary = {"source": source_uri, "count": len(pairs), "listing_sha256": listing_hash(pairs)}
+        pq.write_table(pa.table(rows, schema=SOURCE_SCHEMA), buffer, row_group_size=rows_per_group)
+        name = f"sources-{index // rows_per_file:05d}.parquet"
+        storage.write_bytes(storage.join(packed_uri, name), buffer.getvalue().to_pybytes())
+        packed_files.append({"path": name, "rows": len(chunk)})
+    summary = {"source": source_uri, "count": len(pairs), "listing_sha256": listing_hash(pairs),
+               "files": packed_files}
     storage.create_only(storage.join(packed_uri, PACKED_MARKER), json.dumps(summary, indent=2).encode())
     return summary
 

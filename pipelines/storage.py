@@ -18,6 +18,7 @@ import os
 import posixpath
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import boto3
 import botocore.config
 import botocore.exceptions
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 S3_MAX_ATTEMPTS = int(os.environ.get("CPL_S3_MAX_ATTEMPTS", "5"))
@@ -130,6 +132,17 @@ def read_bytes(uri: str) -> bytes:
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read()
+    except (OSError, botocore.exceptions.BotoCoreError) as err:
+        raise _translate(uri, err) from None
+
+
+@contextlib.contextmanager
+def open_input_file(uri: str) -> Iterator[pa.NativeFile]:
+    """A seekable reader of ``uri`` (reads only the ranges asked for, on S3 too)."""
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_file(path) as stream:
+            yield stream
     except (OSError, botocore.exceptions.BotoCoreError) as err:
         raise _translate(uri, err) from None
 

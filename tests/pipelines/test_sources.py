@@ -218,9 +218,33 @@ def test_pack_writes_every_image_with_its_id_hash_and_bytes_then_the_marker(tmp_
         assert row["sha256"] == hashlib.sha256(data).hexdigest()
     assert len(storage.list_files(packed, (".parquet",))) == 3  # 5 rows, 2 per file
     assert summary == {"source": str(folder), "count": 5,
-                       "listing_sha256": sources.listing_hash([(r["id"], r["sha256"]) for r in rows])}
+                       "listing_sha256": sources.listing_hash([(r["id"], r["sha256"]) for r in rows]),
+                       "files": [{"path": f"sources-0000{i}.parquet", "rows": n} for i, n in enumerate([2, 2, 1])]}
     assert json.loads(storage.read_bytes(storage.join(packed, sources.PACKED_MARKER))) == summary
     assert sources.is_packed(packed) and not sources.is_packed(str(folder))
+
+
+def test_a_packed_unit_reads_any_slice_of_its_rows_across_row_groups(tmp_path):
+    write_photo_folder(tmp_path / "photos", count=7)
+    packed = str(tmp_path / "packed")
+    sources.pack(str(tmp_path / "photos"), packed, rows_per_file=7, rows_per_group=3)
+    [(unit, count)] = sources.unit_sizes(packed)
+    whole = sources.read_unit(packed, unit)
+    assert count == len(whole["id"]) == 7
+    assert pq.read_metadata(unit).num_row_groups == 3
+    for start, stop in [(0, 7), (0, 1), (2, 4), (3, 6), (5, 7), (6, 7)]:
+        assert sources.read_unit(packed, unit, start, stop) == {k: v[start:stop] for k, v in whole.items()}
+
+
+def test_unit_sizes_of_a_table_packed_without_file_counts_reads_the_footers(tmp_path):
+    write_photo_folder(tmp_path / "photos", count=5)
+    packed = str(tmp_path / "packed")
+    summary = sources.pack(str(tmp_path / "photos"), packed, rows_per_file=2)
+    expected = sources.unit_sizes(packed)
+    del summary["files"]
+    storage.write_bytes(storage.join(packed, sources.PACKED_MARKER), json.dumps(summary).encode())
+    assert sources.unit_sizes(packed) == expected == [(storage.join(packed, f"sources-0000{i}.parquet"), n)
+                                                      for i, n in enumerate([2, 2, 1])]
 
 
 def test_pack_from_a_relative_path_stores_ids_relative_to_the_source(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the job started work before failing")
 
-    monkeypatch.setattr(datasets, "synthesized_pairs", forbidden)
+    monkeypatch.setattr(datasets, "shard_plan", forbidden)
 
 
 def test_an_empty_source_folder_fails_before_any_work_naming_it(tmp_path, no_work):

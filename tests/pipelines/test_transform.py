@@ -1,4 +1,5 @@
-"""The per-batch synthesis transform, the split rule and the shard writer, called directly (no Ray).
+"""The per-batch synthesis transform, the split rule, the shard plan and the shard writer, called
+directly (no Ray).
 
 These are the pieces whose purity makes the job deterministic: a sample's pair depends only on the
 seed, its content and its crop index, never on which batch or worker it lands in.
@@ -14,14 +15,13 @@ from collections import Counter
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from degradation_synth import replay
 from pipelines import datasets, sources
-from pipelines.datasets import PAIR_COLUMNS, SHARD_SCHEMA, Synthesize, split_of, write_shard
+from pipelines.datasets import PAIR_COLUMNS, SHARD_SCHEMA, Synthesize, shard_plan, split_of, write_shards
 
 from .conftest import photo_halves
 
@@ -61,14 +61,9 @@ def as_image(data: bytes, side: int = PATCH) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(side, side, 3)
 
 
-def as_group(rows: list[dict]) -> pa.Table:
-    """Rows as the Arrow group Ray Data hands to ``map_groups``."""
-    return pa.table({column: [row[column] for row in rows] for column in PAIR_COLUMNS})
-
-
-def write(rows: list[dict], version_uri: str) -> dict[str, list]:
-    """``write_shard`` on one group, its one-row stats table as a dict of columns."""
-    return write_shard(as_group(rows), version_uri).to_pydict()
+def write(out: dict[str, list], version_uri: str, task: int = 0) -> dict[str, dict]:
+    """``write_shards`` of one task's pairs: the stats of each shard, by split."""
+    return {stats["split"]: stats for stats in write_shards(out, version_uri, task)}
 
 
 # --- Synthesize --------------------------------------------------------------------------------------
@@ -161,16 +156,6 @@ def test_a_converted_source_is_marked_on_its_rows(files):
     assert all(row["skip_reason"] == "" for row in out)
 
 
-def test_shard_names_stay_within_the_split_s_shard_count_and_follow_the_sample_id(files):
-    shards = {"train": 3, "val": 2, "test": 1}
-    out = rows_of(Synthesize(config(crops_per_image=4), shards)(batch_of(files)))
-    for row in out:
-        split, index = row["shard"].rsplit("-", 1)
-        assert split == row["split"] and 0 <= int(index) < shards[split]
-    again = by_sample(Synthesize(config(crops_per_image=4, seed=9), shards)(batch_of(files)))
-    assert all(again[row["sample_id"]]["shard"] == row["shard"] for row in out)  # not the seed: the id
-
-
 # --- split_of ----------------------------------------------------------------------------------------
 
 def test_split_of_is_a_deterministic_function_of_the_hash():
@@ -193,43 +178,68 @@ def test_split_of_follows_the_fractions_over_many_sources():
     assert abs(counts["test"] / len(hashes) - 0.1) < 0.015
 
 
-# --- write_shard -------------------------------------------------------------------------------------
+# --- shard_plan --------------------------------------------------------------------------------------
 
-def shard_rows(files, **changes) -> list[dict]:
-    rows = rows_of(Synthesize(config(**changes), {"train": 1, "val": 1, "test": 1})(batch_of(files)))
-    return [{**row, "shard": "train-00000", "split": "train"} for row in rows]  # one group, as map_groups gives
+def test_the_plan_cuts_the_listing_into_runs_of_consecutive_sources_across_units():
+    units = [("a.parquet", 5), ("b.parquet", 1), ("c.parquet", 6)]
+    assert shard_plan(units, 4) == [[["a.parquet", 0, 4]], [["a.parquet", 4, 5], ["b.parquet", 0, 1],
+                                                            ["c.parquet", 0, 2]], [["c.parquet", 2, 6]]]
+
+
+def test_the_plan_of_a_folder_and_of_its_packed_table_name_the_same_sources_per_task():
+    files = [(f"img-{i}.png", 1) for i in range(10)]
+    per_task = [[stop - start for _, start, stop in task] for task in shard_plan(files, 3)]
+    packed = [[stop - start for _, start, stop in task] for task in shard_plan([("p0", 4), ("p1", 6)], 3)]
+    assert [sum(n) for n in per_task] == [sum(n) for n in packed] == [3, 3, 3, 1]
+
+
+@pytest.mark.parametrize("rows, crops, expected", [(512, 64, 9), (512, 4, 142), (2, 1, 2), (1, 64, 1)])
+def test_a_task_gets_enough_sources_for_a_train_shard_of_rows_per_shard(rows, crops, expected):
+    output = datasets.OutputConfig(rows_per_shard=rows)
+    assert datasets.sources_per_shard(output, config(crops_per_image=crops, val_fraction=0.05,
+                                                     test_fraction=0.05)) == expected
+
+
+# --- write_shards ------------------------------------------------------------------------------------
+
+def test_a_task_writes_one_shard_per_split_its_sources_fall_in_named_by_split_and_task(files, tmp_path):
+    out = Synthesize(config())(batch_of(files))
+    stats = write(out, str(tmp_path), task=7)
+    assert set(stats) == set(out["split"])
+    for split, shard in stats.items():
+        assert shard["path"] == f"part-{split}-00007.parquet"
+        table = pq.read_table(tmp_path / shard["path"])
+        assert set(table.column("split").to_pylist()) == {split} and table.num_rows == shard["rows"]
+        assert shard["sha256"] == hashlib.sha256((tmp_path / shard["path"]).read_bytes()).hexdigest()
 
 
 def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tmp_path):
-    rows = shard_rows(files)
-    shuffled = rows[:]
-    random.Random(3).shuffle(shuffled)
-    first = write(rows, str(tmp_path / "a"))
-    second = write(shuffled, str(tmp_path / "b"))
+    out = Synthesize(config())(batch_of(files))
+    order = list(range(len(out["sample_id"])))
+    random.Random(3).shuffle(order)
+    shuffled = {column: [values[i] for i in order] for column, values in out.items()}
+    first, second = write(out, str(tmp_path / "a")), write(shuffled, str(tmp_path / "b"))
     assert first == second
-    name = first["path"][0]
-    data = (tmp_path / "a" / name).read_bytes()
-    assert data == (tmp_path / "b" / name).read_bytes()
-    assert first["sha256"] == [hashlib.sha256(data).hexdigest()]
+    for shard in first.values():
+        assert (tmp_path / "a" / shard["path"]).read_bytes() == (tmp_path / "b" / shard["path"]).read_bytes()
 
 
 def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_schema(files, tmp_path):
-    rows = shard_rows({**files, "empty.jpg": b""})
-    random.Random(5).shuffle(rows)
-    stats = write(rows, str(tmp_path))
-    assert stats["path"] == ["part-train-00000.parquet"] and stats["rows"] == [2 * len(files)]
-    table = pq.read_table(io.BytesIO((tmp_path / stats["path"][0]).read_bytes()))
+    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of({**files, "empty.jpg": b""}))
+    stats = write(out, str(tmp_path))
+    assert list(stats) == ["train"] and stats["train"]["rows"] == 2 * len(files)
+    table = pq.read_table(io.BytesIO((tmp_path / stats["train"]["path"]).read_bytes()))
     assert table.schema.names == SHARD_SCHEMA.names
     ids = table.column("sample_id").to_pylist()
     assert ids == sorted(ids) and "empty.jpg#-1" not in ids
-    assert json.loads(stats["skipped"][0]) == [[sources.EMPTY, "empty.jpg"]]
-    assert sum(json.loads(stats["counts"][0]).values()) == 2 * len(files)
+    assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg")]
+    assert sum(stats["train"]["counts"].values()) == 2 * len(files)
 
 
 def test_a_shard_of_skipped_sources_only_writes_no_file_but_reports_them(tmp_path):
-    rows = shard_rows({"empty.jpg": b"", "notes.jpg": b"text " * 30})
-    stats = write(rows, str(tmp_path / "v"))
-    assert stats["rows"] == [0] and stats["path"] == [""]
-    assert sorted(map(tuple, json.loads(stats["skipped"][0]))) == [(sources.EMPTY, "empty.jpg"),
-                                                                  (sources.UNDECODABLE, "notes.jpg")]
+    bad = {"empty.jpg": b"", "notes.jpg": b"text " * 30}
+    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of(bad))
+    stats = write(out, str(tmp_path / "v"))
+    assert stats["train"]["rows"] == 0 and stats["train"]["path"] == ""
+    assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg"), (sources.UNDECODABLE, "notes.jpg")]
     assert not (tmp_path / "v").exists()

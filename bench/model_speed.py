@@ -1,9 +1,10 @@
 """CPL model speed on CPU: training-step time per sample for each preset, with and without CPR,
 MACs per sample, and the ``full`` preset against a PromptIR-style baseline in the same run.
 
-The baseline is the same network with the same weights and outputs, but with PromptIR's layer norm,
-which reshapes every feature map to (B, HW, C) tokens and back around each norm. (PromptIR's public
-model also carries 0.215 M parameters of unused convolutions; they cost optimiser time only.)
+The baseline is the same network with the same weights and outputs, computed as PromptIR's code
+computes it: its layer norm reshapes every feature map to (B, HW, C) tokens and back around each norm,
+and its attention L2-normalises the full-size q and k maps. (PromptIR's public model also carries
+0.215 M parameters of unused convolutions; they cost optimiser time only.)
 
     python bench/model_speed.py                          # every preset, 2 threads
     python bench/model_speed.py --presets full --threads 2 --steps 3
@@ -17,12 +18,13 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cpl_model
 from cpl_model import CPRConfig, LossConfig, RestorationLoss, training_step
-from cpl_model.blocks import LayerNorm2d
+from cpl_model.blocks import Attention, LayerNorm2d
 from degradation_synth.bench import keep_freed_memory
 
 
@@ -42,12 +44,29 @@ class TokenLayerNorm(nn.Module):
         return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)  # a view, as PromptIR's to_4d
 
 
+class PromptIRAttention(nn.Module):
+    """PromptIR's (Restormer's) MDTA: q and k L2-normalised along HW before their product."""
+
+    def __init__(self, source: Attention) -> None:
+        super().__init__()
+        self.heads, self.temperature = source.heads, source.temperature
+        self.qkv, self.qkv_dwconv, self.project_out = source.qkv, source.qkv_dwconv, source.project_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in self.qkv_dwconv(self.qkv(x)).chunk(3, 1))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.project_out((attn @ v).reshape(b, c, h, w))
+
+
 def promptir_style(model: nn.Module) -> nn.Module:
-    """Swap every LayerNorm2d for the token version, sharing the parameters."""
+    """Swap every LayerNorm2d and Attention for PromptIR's versions, sharing the parameters."""
+    replacements = {LayerNorm2d: TokenLayerNorm, Attention: PromptIRAttention}
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, LayerNorm2d):
-                setattr(module, name, TokenLayerNorm(child))
+            if type(child) in replacements:
+                setattr(module, name, replacements[type(child)](child))
     return model
 
 
@@ -58,28 +77,34 @@ def macs_per_sample(model: nn.Module, size: int) -> float:
     return counter.get_total_flops() / 2
 
 
-def step_seconds(model: nn.Module, batch_size: int, size: int, cpr: bool, steps: int) -> float:
-    """Median wall time of one AdamW training step (forward, backward, optimiser)."""
+def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool, steps: int) -> list[float]:
+    """Median wall time of one AdamW training step (forward, backward, optimiser) of each model.
+
+    The models take turns step by step, so that the machine's drift (±20 % on shared VMs) affects
+    them alike.
+    """
     generator = torch.Generator().manual_seed(0)
     batch = {"degraded": torch.rand(batch_size, 3, size, size, generator=generator),
              "clean": torch.rand(batch_size, 3, size, size, generator=generator)}
     objective = RestorationLoss(LossConfig(cpr=CPRConfig(enabled=cpr)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
-    times = []
+    optimizers = [torch.optim.AdamW(model.parameters(), lr=2e-4) for model in models]
+    times: list[list[float]] = [[] for _ in models]
     for index in range(steps + 1):  # the first step warms up allocators and kernels
-        start = time.perf_counter()
-        loss, _ = training_step(model, batch, objective, step=index, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if index:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for model, optimizer, timings in zip(models, optimizers, times, strict=True):
+            start = time.perf_counter()
+            loss, _ = training_step(model, batch, objective, step=index, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if index:
+                timings.append(time.perf_counter() - start)
+    return [statistics.median(timings) for timings in times]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "full"], choices=list(cpl_model.PRESETS))
+    parser.add_argument("--presets", nargs="*", default=["tiny", "small", "full"], choices=list(cpl_model.PRESETS),
+                        help="presets for the per-preset table (none: only the PromptIR comparison)")
     parser.add_argument("--size", type=int, default=128, help="square patch side")
     parser.add_argument("--batch", type=int, default=2, help="samples per step")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -99,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         model = cpl_model.build_model(name, "sparse").train()
         params = sum(p.numel() for p in model.parameters()) / 1e6
         macs = macs_per_sample(model, args.size) / 1e9
-        plain = step_seconds(model, args.batch, args.size, False, args.steps) / args.batch
-        with_cpr = step_seconds(model, args.batch, args.size, True, args.steps) / args.batch
+        plain = step_seconds([model], args.batch, args.size, False, args.steps)[0] / args.batch
+        with_cpr = step_seconds([model], args.batch, args.size, True, args.steps)[0] / args.batch
         print(f"| {name} | {params:.2f} M | {macs:.2f} | {plain:.3f} | {with_cpr:.3f} | {with_cpr / plain:.2f}x |",
               flush=True)
     if args.baseline:
@@ -113,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 gap = (ours.eval()(x) - baseline.eval()(x)).abs().max().item()
             ours.train(), baseline.train()
-            t_ours = step_seconds(ours, batch, size, False, args.steps)
-            t_base = step_seconds(baseline, batch, size, False, args.steps)
+            t_ours, t_base = step_seconds([ours, baseline], batch, size, False, args.steps)
             print(f"| outputs differ by {gap:.1e} | {batch} x {size}² | {t_ours:.2f} | {t_base:.2f} | "
                   f"{t_base / t_ours:.2f}x |", flush=True)
     return 0

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -315,6 +316,24 @@ def test_a_split_the_dataset_does_not_have_fails_naming_the_dataset_and_the_spli
 
 # --- Ray mode ------------------------------------------------------------------------------------------
 
+def assert_same_up_to_rounding(ours: Any, theirs: Any) -> None:
+    """Equal structure, strings and ints; floats equal to float32 rounding. A Ray worker restores on one
+    torch thread and this process on several: oneDNN and BLAS sum in a thread-dependent order, so the
+    restored pixels (and the metrics) may differ in the last bit."""
+    if isinstance(ours, dict):
+        assert isinstance(theirs, dict) and ours.keys() == theirs.keys()
+        for key in ours:
+            assert_same_up_to_rounding(ours[key], theirs[key])
+    elif isinstance(ours, list):
+        assert isinstance(theirs, list) and len(ours) == len(theirs)
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert_same_up_to_rounding(mine, reference)
+    elif isinstance(ours, float):
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-9)
+    else:
+        assert ours == theirs
+
+
 def test_ray_workers_give_the_same_rows_skips_and_summary_as_in_process(ray_cluster, brightener, tmp_path):
     data = messy_benchmark(tmp_path / "bench")
     checkpoint = cpl_model.save_checkpoint(scaled_model(brightener, 0.5), tmp_path / "half.pt")
@@ -323,10 +342,10 @@ def test_ray_workers_give_the_same_rows_skips_and_summary_as_in_process(ray_clus
     local = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(workers=0), "unused")
     spread = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(workers=2), "unused")
     assert [row["id"] for row in local["cases"]] == MESSY_IDS
-    assert spread["cases"] == local["cases"]
+    assert_same_up_to_rounding(spread["cases"], local["cases"])
     assert spread["data"]["skipped"] == local["data"]["skipped"] == MESSY_SKIPPED
     for key in ("tasks", "recipes", "all", "worst", "best"):
-        assert spread[key] == local[key], key
+        assert_same_up_to_rounding(spread[key], local[key])
     assert local["all"]["gain_psnr"] > 1  # a model that changes the images: equal rows are not trivially equal
 
 

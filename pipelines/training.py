@@ -196,15 +196,22 @@ def latest_checkpoint_step(storage_uri: str, run_name: str) -> int:
 
 
 def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
-    """The first ``validation.max_pairs`` pairs (by sample id) of a published version's val split."""
+    """The first ``validation.max_pairs`` pairs (by sample id) of a published version's val split.
+
+    The driver first reads the ids alone (a column projection), then the images of the chosen pairs,
+    so a large val split never has to fit in its memory.
+    """
     import pyarrow as pa
     import ray
+    from ray.data.expressions import col
 
-    refs = datasets.open_dataset(config.data.dataset, "val", version, verify=False).to_arrow_refs()
-    rows = pa.concat_tables(ray.get(refs)).sort_by("sample_id").slice(0, config.validation.max_pairs).to_pydict()
+    val = datasets.open_dataset(config.data.dataset, "val", version, verify=False)
+    ids = sorted(row["sample_id"] for row in val.select_columns(["sample_id"]).take_all())
+    last = ids[min(config.validation.max_pairs, len(ids)) - 1]
+    chosen = val.filter(expr=col("sample_id") <= last).to_arrow_refs()
+    rows = pa.concat_tables(ray.get(chosen)).sort_by("sample_id").to_pydict()
     return {"degraded": datasets.pair_images(rows, "degraded"), "clean": datasets.pair_images(rows, "clean"),
-            "task": rows["task"],
-            "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
+            "task": rows["task"], "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:

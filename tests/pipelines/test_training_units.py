@@ -409,6 +409,20 @@ def test_a_resumed_online_stream_from_a_packed_table_starts_where_the_same_photo
     assert min(int(row["crop"]) for row in stream.take_all()) == 1  # the folder's stream starts at pass 1
 
 
+@pytest.mark.parametrize("max_pairs", [3, 1000])
+def test_published_validation_holds_the_first_max_pairs_of_the_val_split_by_sample_id(local_dataset, max_pairs):
+    config = train_config(f"data.dataset={local_dataset.uri}", f"validation.max_pairs={max_pairs}")
+    validation = training.published_validation(config, local_dataset.manifest["version"])
+    everything = sorted(datasets.open_dataset(local_dataset.uri, "val").take_all(), key=lambda r: r["sample_id"])
+    expected = everything[:max_pairs]
+    assert 3 < len(everything) < 1000  # so that one case cuts the split and the other takes all of it
+    assert validation["sample_id"] == [row["sample_id"] for row in expected]
+    assert validation["task"] == [row["task"] for row in expected]
+    rows = {column: [row[column] for row in expected] for column in ("degraded", "clean", "height", "width")}
+    np.testing.assert_array_equal(validation["degraded"], datasets.pair_images(rows, "degraded"))
+    np.testing.assert_array_equal(validation["clean"], datasets.pair_images(rows, "clean"))
+
+
 # --- latest_checkpoint_step and preflight ------------------------------------------------------------
 
 def test_latest_checkpoint_step_is_zero_for_a_run_without_a_folder(tmp_path):

@@ -21,6 +21,7 @@ them, the MLflow store that refers to them. Logs stay in ``<dir>/logs``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -122,10 +123,36 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+# Ray's own components bind port 0, and clients connect from, the kernel's ephemeral range: a port picked
+# there can be taken before the Ray agent that was given it binds it. Above Ray's worker ports
+# (10002-19999) and below the ephemeral range, only explicit binds compete.
+_PICKED_PORTS_FROM = 20000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA range
+        return 49152
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports, below the ephemeral range where there is room."""
+    below_ephemeral = list(range(_PICKED_PORTS_FROM, _ephemeral_ports_start()))
+    shift = secrets.randbelow(len(below_ephemeral)) if below_ephemeral else 0  # concurrent stacks spread out
+    candidates = below_ephemeral[shift:] + below_ephemeral[:shift] + [0] * count  # 0: the kernel's choice
+    with contextlib.ExitStack() as held:  # each stays bound until all are picked, so none repeats
+        ports: list[int] = []
+        for port in candidates:
+            probe = held.enter_context(socket.socket())
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+            ports.append(probe.getsockname()[1])
+            if len(ports) == count:
+                return ports
+    raise StackError("no free ports on this machine")
 
 
 def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
@@ -284,7 +311,7 @@ def _mlflow_launch(state: dict, folder: Path) -> _Launch:
 
 def _ray_launch(state: dict) -> _Launch:
     ports = state["ports"]
-    agent_ports = {name: _free_port() for name in RAY_AGENT_PORTS}
+    agent_ports = dict(zip(RAY_AGENT_PORTS, _free_ports(len(RAY_AGENT_PORTS)), strict=True))
     # --block keeps `ray start` in charge of the processes it starts, so stopping it stops this head only
     # (`ray stop` would stop every Ray instance on the machine).
     command = [_bin("ray"), "start", "--head", "--block", f"--node-ip-address={HOST}", f"--port={ports['ray']}",
@@ -292,9 +319,11 @@ def _ray_launch(state: dict) -> _Launch:
                f"--temp-dir={state['ray_temp_dir']}", *[f"--{name}={port}" for name, port in agent_ports.items()]]
     if state.get("num_cpus"):
         command.append(f"--num-cpus={state['num_cpus']}")
-    # The dashboard answers before the job agent listens, and a job submitted in between is refused.
+    # The dashboard answers before the job agent serves, and a job submitted in between is refused. Ask the
+    # agent itself: an open port alone may belong to whatever took it first.
+    agent_health = f"http://{HOST}:{agent_ports['dashboard-agent-listen-port']}/api/local_raylet_healthz"
     return _Launch(command, {ports["ray"]: "--ray-port", ports["dashboard"]: "--dashboard-port"},
-                   lambda: _port_open(ports["dashboard"]) and _port_open(agent_ports["dashboard-agent-listen-port"]))
+                   lambda: _port_open(ports["dashboard"]) and _http_ok(agent_health))
 
 
 def _launches(state: dict, folder: Path) -> dict[str, _Launch]:

@@ -180,3 +180,17 @@ def test_env_and_status_of_a_stack_that_is_not_running(stack_dir):
     assert result.stderr.strip() == f"local stack: no local stack is running from {stack_dir}; start one with `up`"
     status = stack(stack_dir, "status")
     assert status.returncode == 1 and status.stdout.count("stopped") == 3
+
+
+def test_ports_given_to_ray_s_agents_are_distinct_free_and_below_the_ephemeral_range():
+    """Ray's components bind port 0 in the ephemeral range: a port picked there can be taken before the
+    agent binds it (seen in CI: the job agent never started and every submission was refused)."""
+    from infra import local_stack
+
+    ports = local_stack._free_ports(5)
+    assert len(set(ports)) == 5
+    if local_stack._ephemeral_ports_start() > local_stack._PICKED_PORTS_FROM + 100:
+        assert all(local_stack._PICKED_PORTS_FROM <= port < local_stack._ephemeral_ports_start() for port in ports)
+    for port in ports:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))

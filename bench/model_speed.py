@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cpl_model
 from cpl_model import CPRConfig, LossConfig, RestorationLoss, training_step
-from cpl_model.blocks import Attention, LayerNorm2d
+from cpl_model.blocks import Attention, FeedForward, LayerNorm2d
+from cpl_model.network import CPLNet
 from degradation_synth.bench import keep_freed_memory
 
 
@@ -60,14 +61,28 @@ class PromptIRAttention(nn.Module):
         return self.project_out((attn @ v).reshape(b, c, h, w))
 
 
-def promptir_style(model: nn.Module) -> nn.Module:
-    """Swap every LayerNorm2d and Attention for PromptIR's versions, sharing the parameters."""
-    replacements = {LayerNorm2d: TokenLayerNorm, Attention: PromptIRAttention}
+class PromptIRFeedForward(nn.Module):
+    """PromptIR's GDFN: chunk, GELU and multiply, differentiated by autograd."""
+
+    def __init__(self, source: FeedForward) -> None:
+        super().__init__()
+        self.project_in, self.dwconv, self.project_out = source.project_in, source.dwconv, source.project_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+def promptir_style(model: CPLNet) -> CPLNet:
+    """Compute as PromptIR does, sharing the parameters: NCHW feature maps, and its layer norm,
+    attention and feed-forward code."""
+    replacements = {LayerNorm2d: TokenLayerNorm, Attention: PromptIRAttention, FeedForward: PromptIRFeedForward}
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) in replacements:
                 setattr(module, name, replacements[type(child)](child))
-    return model
+    model.memory_format = torch.contiguous_format
+    return model.to(memory_format=model.memory_format)
 
 
 def macs_per_sample(model: nn.Module, size: int) -> float:

@@ -1,6 +1,10 @@
 """Restormer building blocks: channel LayerNorm, MDTA attention, GDFN feed-forward, resampling.
 
 Follows Restormer (Zamir et al., CVPR'22) as PromptIR uses it. Convolutions carry no bias.
+The blocks take any memory format and are written for channels-last (NHWC), which the network uses:
+oneDNN runs NCHW convolutions by reordering activations to a blocked layout and back around every call,
+and its depthwise kernels want NHWC. Attention and the GELU gate have hand-written backwards so that
+no gradient takes a detour through NCHW (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,53 @@ class LayerNorm2d(nn.Module):
         return _ChannelNorm.apply(x, self.weight, self.bias, self.eps)
 
 
+class _ChannelAttention(torch.autograd.Function):
+    """Restormer's attention core on pixel-major tokens, with a hand-derived backward.
+
+    ``tokens`` (B, HW, 3, heads, d) holds q, k and v; a channels-last (B, 3C, H, W) map is this tensor
+    without a copy. Per head, ``attn = softmax(temperature * cos(q_i, k_j))`` over channel pairs (the
+    cosine taken along HW, as Restormer's L2-normalised q kᵀ), and ``out = attn v``, returned as
+    (B, HW, heads, d), channels-last again. Autograd's backward would return q, k and v's gradients
+    channel-major and scatter each into a zero-filled copy of the input; this one computes them
+    pixel-major and writes one tensor. The (d x d) statistics are at least float32 (bf16-safe).
+    """
+
+    @staticmethod
+    def forward(ctx, tokens: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        q, k, v = _split_heads(tokens)  # each (B, heads, HW, d)
+        stats = torch.promote_types(tokens.dtype, torch.float32)
+        q_norm = torch.linalg.vector_norm(q, dim=-2, dtype=stats).clamp_min(1e-12)  # (B, heads, d)
+        k_norm = torch.linalg.vector_norm(k, dim=-2, dtype=stats).clamp_min(1e-12)
+        cosine = (q.transpose(-2, -1) @ k).to(stats) / (q_norm[..., :, None] * k_norm[..., None, :])
+        attn = (cosine * temperature.to(stats)).softmax(dim=-1)  # (B, heads, d, d)
+        ctx.save_for_backward(tokens, temperature, q_norm, k_norm, cosine, attn)
+        return (v @ attn.to(v.dtype).transpose(-2, -1)).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, temperature, q_norm, k_norm, cosine, attn = ctx.saved_tensors
+        q, k, v = _split_heads(tokens)
+        grad = grad.to(tokens.dtype).transpose(1, 2)  # (B, heads, HW, d)
+        grad_v = grad @ attn.to(grad.dtype)
+        grad_attn = (grad.transpose(-2, -1) @ v).to(attn.dtype)
+        grad_logits = attn * (grad_attn - (grad_attn * attn).sum(-1, keepdim=True))  # softmax
+        grad_temperature = (grad_logits * cosine).sum(dim=(0, 2, 3))[:, None, None]
+        grad_cosine = grad_logits * temperature.to(attn.dtype)
+        # cosine_ij = q_i . k_j / (|q_i| |k_j|): the product term, then each norm's (none at the clamp).
+        grad_gram = grad_cosine / (q_norm[..., :, None] * k_norm[..., None, :])
+        q_scale = torch.where(q_norm > 1e-12, (grad_cosine * cosine).sum(-1) / q_norm.square(), 0)
+        k_scale = torch.where(k_norm > 1e-12, (grad_cosine * cosine).sum(-2) / k_norm.square(), 0)
+        grad_q = k @ grad_gram.to(k.dtype).transpose(-2, -1) - q * q_scale[..., None, :].to(q.dtype)
+        grad_k = q @ grad_gram.to(q.dtype) - k * k_scale[..., None, :].to(k.dtype)
+        grads = [g.transpose(1, 2) for g in (grad_q, grad_k, grad_v)]  # (B, HW, heads, d)
+        return torch.stack(grads, dim=2), grad_temperature.to(temperature.dtype)
+
+
+def _split_heads(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, HW, 3, heads, d) -> q, k, v as (B, heads, HW, d) views."""
+    return tuple(tokens[:, :, i].transpose(1, 2) for i in range(3))
+
+
 class Attention(nn.Module):
     """Multi-Dconv head transposed attention (MDTA): attention across channels, not pixels,
     so its cost is linear in the number of pixels."""
@@ -77,15 +128,32 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x))  # (B, 3C, H, W)
-        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in qkv.chunk(3, dim=1))
-        # Cosine similarity of q and k rows (Restormer L2-normalises both along HW): dividing the small
-        # (C/heads)^2 product by the norms equals normalising q and k first, without two passes over,
-        # and two gradients through, full-size maps.
-        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
-        k_norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
-        attn = (q @ k.transpose(-2, -1)) / (q_norm * k_norm.transpose(-2, -1)) * self.temperature
-        out = attn.softmax(dim=-1) @ v  # (B, heads, C/heads, HW)
-        return self.project_out(out.reshape(b, c, h, w))
+        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, c // self.heads)  # a view if channels-last
+        out = _ChannelAttention.apply(tokens, self.temperature)  # (B, HW, heads, d)
+        return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
+
+
+class _GeluGate(torch.autograd.Function):
+    """GELU(gate) * value for the two channel halves of x; the backward writes both halves'
+    gradients into one tensor (autograd's would concatenate two, a copy in channels-last)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        gate, value = x.chunk(2, dim=1)
+        activated = F.gelu(gate)
+        ctx.save_for_backward(x, activated)
+        return activated * value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, activated = ctx.saved_tensors
+        gate, value = x.chunk(2, dim=1)
+        grad_x = torch.empty_like(x)
+        grad_gate, grad_value = grad_x.chunk(2, dim=1)
+        torch.mul(grad, value, out=grad_gate)
+        torch.ops.aten.gelu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        torch.mul(grad, activated, out=grad_value)
+        return grad_x
 
 
 class FeedForward(nn.Module):
@@ -99,8 +167,7 @@ class FeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
+        return self.project_out(_GeluGate.apply(self.dwconv(self.project_in(x))))
 
 
 class TransformerBlock(nn.Module):

@@ -83,6 +83,11 @@ class CPLNet(nn.Module):
         self.decoder1 = transformer_stage(2 * d, heads[0], e, blocks[0])
         self.refinement = transformer_stage(2 * d, heads[0], e, config.refinement_blocks)
         self.output = nn.Conv2d(2 * d, 3, 3, padding=1, bias=False)
+        # Every feature map is channels-last: convolutions keep their input's format, so converting the
+        # 3-channel input in forward is enough. The blocks are written for it (see blocks.py); outputs go
+        # back to the standard layout. Channels-last weights save a conversion per convolution.
+        self.memory_format = torch.channels_last
+        self.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor, *, aux: bool = False, negatives: int = 0,
                 generator: torch.Generator | None = None, negative_weight: str = "selected",
@@ -102,17 +107,17 @@ class CPLNet(nn.Module):
         if negative_weight not in NEGATIVE_WEIGHTS:
             raise ValueError(f"negative_weight must be one of {', '.join(NEGATIVE_WEIGHTS)}, got {negative_weight!r}")
         height, width = x.shape[-2:]
-        padded = pad_to_multiple(x, MULTIPLE)
+        padded = pad_to_multiple(x, MULTIPLE).contiguous(memory_format=self.memory_format)
         encoded = self._encode(padded)
         image, routing = self._decode(encoded, padded)
         if not aux:
-            return image[..., :height, :width]
+            return image[..., :height, :width].contiguous()
         outputs = []
         for _ in range(negatives):
             weights = [_mismatched(r, generator, negative_weight) for r in routing]
             with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_negatives):
-                outputs.append(self._decode(encoded, padded, weights)[0][..., :height, :width])
-        return RestorationOutput(image[..., :height, :width], routing, outputs)
+                outputs.append(self._decode(encoded, padded, weights)[0][..., :height, :width].contiguous())
+        return RestorationOutput(image[..., :height, :width].contiguous(), routing, outputs)
 
     def _encode(self, x: torch.Tensor) -> _Encoded:
         level1 = self.encoder1(self.patch_embed(x))

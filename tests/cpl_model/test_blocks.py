@@ -1,10 +1,13 @@
-"""The channel LayerNorm's hand-derived backward is exact and bf16-safe; the attention's rewrite of the
-cosine similarity is Restormer's arithmetic."""
+"""The blocks' hand-derived backwards are exact and bf16-safe: the channel LayerNorm, the attention
+(Restormer's arithmetic on pixel-major tokens) and the GELU gate, in either memory format."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from cpl_model.blocks import Attention, LayerNorm2d, _ChannelNorm
+from cpl_model.blocks import Attention, FeedForward, LayerNorm2d, _ChannelAttention, _ChannelNorm, _GeluGate
+
+FORMATS = {"nchw": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
 def test_channel_norm_backward_passes_gradcheck():
@@ -51,14 +54,86 @@ def restormer_attention(attention: Attention, x: torch.Tensor) -> torch.Tensor:
     return attention.project_out((attn @ v).reshape(b, c, h, w))
 
 
-def test_attention_equals_restormer_s_normalise_then_multiply_in_value_and_gradient():
+def attention_with_random_temperature(channels: int, heads: int) -> Attention:
     torch.manual_seed(5)  # the module's initialisation
-    attention = Attention(12, heads=3).double()
+    attention = Attention(channels, heads).double()
     with torch.no_grad():
         attention.temperature.uniform_(0.5, 2.0)
-    x = torch.randn(2, 12, 5, 6, dtype=torch.double, requires_grad=True)
+    return attention
+
+
+def assert_same_value_and_gradients(attention: Attention, x: torch.Tensor, rtol: float = 1e-9) -> None:
     ours, theirs = attention(x), restormer_attention(attention, x)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
     grads = [torch.autograd.grad(y.square().sum(), [x, *attention.parameters()]) for y in (ours, theirs)]
     for mine, reference in zip(*grads, strict=True):
-        torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(mine, reference, rtol=rtol, atol=1e-9)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("memory_format", FORMATS.values(), ids=FORMATS.keys())
+def test_attention_equals_restormer_s_normalise_then_multiply_in_value_and_gradient(heads, memory_format):
+    attention = attention_with_random_temperature(12, heads).to(memory_format=memory_format)
+    x = torch.randn(2, 12, 5, 6, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
+    assert_same_value_and_gradients(attention, x)
+
+
+def test_attention_matches_restormer_where_a_norm_sits_at_its_clamp():
+    """A channel of q that is zero everywhere: its norm is clamped, and no gradient flows through it."""
+    attention = attention_with_random_temperature(6, 2)
+    with torch.no_grad():
+        attention.qkv.weight[0] = 0
+    x = torch.randn(1, 6, 4, 5, dtype=torch.double, requires_grad=True)
+    assert_same_value_and_gradients(attention, x, rtol=1e-7)
+
+
+def test_channel_attention_backward_passes_gradcheck():
+    generator = torch.Generator().manual_seed(6)
+    tokens = torch.randn(2, 7, 3, 2, 3, dtype=torch.double, generator=generator, requires_grad=True)
+    temperature = torch.rand(2, 1, 1, dtype=torch.double, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(_ChannelAttention.apply, (tokens, temperature))
+
+
+def test_attention_output_and_input_gradient_stay_channels_last():
+    attention = Attention(8, 2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 6, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = attention(x)
+    y.sum().backward()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("memory_format", FORMATS.values(), ids=FORMATS.keys())
+def test_gelu_gate_equals_autograd_s_gelu_times_value(memory_format):
+    x = torch.randn(2, 10, 5, 6, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
+    gate, value = x.chunk(2, dim=1)
+    expected = F.gelu(gate) * value
+    output = _GeluGate.apply(x)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(output, x, upstream)
+    (reference,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-12)
+    assert grad.is_contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(_GeluGate.apply, (x,))
+
+
+@pytest.mark.parametrize("block", ["attention", "feed-forward"])
+def test_blocks_keep_bf16_and_stay_finite(block):
+    torch.manual_seed(7)
+    module = (Attention(8, 2) if block == "attention" else FeedForward(8, 2.66)).bfloat16()
+    x = torch.randn(2, 8, 6, 6).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = module(x)
+    y.float().square().sum().backward()
+    assert y.dtype == x.grad.dtype == torch.bfloat16
+    assert all(p.grad.dtype == torch.bfloat16 for p in module.parameters())
+    assert torch.isfinite(x.grad.float()).all()
+
+
+def test_attention_runs_under_autocast():
+    attention = Attention(8, 2)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(x)
+    y.float().sum().backward()
+    assert torch.isfinite(x.grad).all() and attention.temperature.grad is not None

@@ -51,6 +51,20 @@ def test_eval_forward_is_deterministic(prompt):
         assert torch.equal(model(x), model(x))
 
 
+def test_feature_maps_are_channels_last_and_change_no_result():
+    model = build_model("tiny", "sparse").train()
+    seen = []
+    model.encoder1.register_forward_hook(lambda module, args, output: seen.append(output))
+    x = images(2, 21, 30)
+    y = model(x)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous()  # the output is back in the standard layout
+    model.memory_format = torch.contiguous_format
+    model.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
+    assert seen[1].is_contiguous()
+
+
 @pytest.mark.parametrize("prompt", PROMPT_VARIANTS)
 def test_samples_in_a_batch_do_not_influence_each_other(prompt):
     model = build_model("tiny", prompt).eval()

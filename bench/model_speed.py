@@ -2,9 +2,10 @@
 MACs per sample, and the ``full`` preset against a PromptIR-style baseline in the same run.
 
 The baseline is the same network with the same weights and outputs, computed as PromptIR's code
-computes it: its layer norm reshapes every feature map to (B, HW, C) tokens and back around each norm,
-and its attention L2-normalises the full-size q and k maps. (PromptIR's public model also carries
-0.215 M parameters of unused convolutions; they cost optimiser time only.)
+computes it: NCHW feature maps; its layer norm reshapes every feature map to (B, HW, C) tokens and back
+around each norm; its attention L2-normalises the full-size q and k maps; its GELU gate is differentiated
+by autograd. (PromptIR's public model also carries 0.215 M parameters of unused convolutions; they cost
+optimiser time only.)
 
     python bench/model_speed.py                          # every preset, 2 threads
     python bench/model_speed.py --presets full --threads 2 --steps 3

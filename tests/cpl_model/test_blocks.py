@@ -130,10 +130,13 @@ def test_blocks_keep_bf16_and_stay_finite(block):
     assert torch.isfinite(x.grad.float()).all()
 
 
-def test_attention_runs_under_autocast():
-    attention = Attention(8, 2)
-    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+@pytest.mark.parametrize("block", ["attention", "feed-forward"])
+def test_blocks_run_under_autocast(block):
+    torch.manual_seed(8)
+    module = Attention(8, 2) if block == "attention" else FeedForward(8, 2.66)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = attention(x)
+        y = module(x)
     y.float().sum().backward()
-    assert torch.isfinite(x.grad).all() and attention.temperature.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())

@@ -83,7 +83,7 @@ def promptir_style(model: CPLNet) -> CPLNet:
             if type(child) in replacements:
                 setattr(module, name, replacements[type(child)](child))
     model.memory_format = torch.contiguous_format
-    return model.to(memory_format=model.memory_format)
+    return model
 
 
 def macs_per_sample(model: nn.Module, size: int) -> float:

@@ -85,9 +85,9 @@ class CPLNet(nn.Module):
         self.output = nn.Conv2d(2 * d, 3, 3, padding=1, bias=False)
         # Every feature map is channels-last: convolutions keep their input's format, so converting the
         # 3-channel input in forward is enough. The blocks are written for it (see blocks.py); outputs go
-        # back to the standard layout. Channels-last weights save a conversion per convolution.
+        # back to the standard layout. The weights stay contiguous: DeepSpeed views each parameter's
+        # storage as bytes to broadcast it, which a channels-last weight refuses.
         self.memory_format = torch.channels_last
-        self.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor, *, aux: bool = False, negatives: int = 0,
                 generator: torch.Generator | None = None, negative_weight: str = "selected",

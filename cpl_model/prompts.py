@@ -56,6 +56,8 @@ class PromptGenerator(nn.Module):
 
     def forward(self, feature: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         mix = torch.einsum("bn,nchw->bchw", weights.to(self.bank.dtype), self.bank)  # (B, Cp, S, S)
+        if feature.is_contiguous(memory_format=torch.channels_last):  # concatenating keeps a shared layout only
+            mix = mix.contiguous(memory_format=torch.channels_last)
         mix = F.interpolate(mix, size=feature.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(mix)  # (B, Cp, H, W)
 

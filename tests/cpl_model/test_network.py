@@ -54,15 +54,16 @@ def test_eval_forward_is_deterministic(prompt):
 def test_feature_maps_are_channels_last_and_change_no_result():
     model = build_model("tiny", "sparse").train()
     seen = []
-    model.encoder1.register_forward_hook(lambda module, args, output: seen.append(output))
+    for stage in (model.encoder1, model.prompt_sites[0].fuse, model.refinement):
+        stage.register_forward_hook(lambda module, args, output: seen.append(output))
     x = images(2, 21, 30)
     y = model(x)
-    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert all(feature.is_contiguous(memory_format=torch.channels_last) for feature in seen)
     assert y.is_contiguous()  # the output is back in the standard layout
     assert all(p.is_contiguous() for p in model.parameters())  # DeepSpeed broadcasts them as bytes
     model.memory_format = torch.contiguous_format
     torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
-    assert seen[1].is_contiguous()
+    assert all(feature.is_contiguous() for feature in seen[3:])
 
 
 @pytest.mark.parametrize("prompt", PROMPT_VARIANTS)

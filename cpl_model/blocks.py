@@ -3,8 +3,8 @@
 Follows Restormer (Zamir et al., CVPR'22) as PromptIR uses it. Convolutions carry no bias.
 The blocks take any memory format and are written for channels-last (NHWC), which the network uses:
 oneDNN runs NCHW convolutions by reordering activations to a blocked layout and back around every call,
-and its depthwise kernels want NHWC. Attention and the GELU gate have hand-written backwards so that
-no gradient takes a detour through NCHW (see docs/benchmarks.md).
+which costs more than its NHWC kernels lose. Attention and the GELU gate have hand-written backwards so
+that no gradient takes a detour through NCHW (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

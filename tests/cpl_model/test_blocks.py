@@ -5,7 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpl_model.blocks import Attention, FeedForward, LayerNorm2d, _ChannelAttention, _ChannelNorm, _GeluGate
+from cpl_model.blocks import (
+    Attention,
+    Downsample,
+    FeedForward,
+    LayerNorm2d,
+    Upsample,
+    _ChannelAttention,
+    _ChannelNorm,
+    _GeluGate,
+    _in_layout_of,
+)
 
 FORMATS = {"nchw": torch.contiguous_format, "channels-last": torch.channels_last}
 
@@ -140,3 +150,17 @@ def test_blocks_run_under_autocast(block):
     y.float().sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_resampling_returns_its_input_s_layout():
+    x = torch.rand(2, 8, 6, 10)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        for block, shape in ((Downsample(8), (2, 16, 3, 5)), (Upsample(8), (2, 4, 12, 20))):
+            y = block(x.contiguous(memory_format=layout))
+            assert y.shape == shape and y.is_contiguous(memory_format=layout)
+    # what CUDA's pixel (un)shuffle does: an NCHW result from a channels-last input
+    reference, result = torch.rand(2, 8, 6, 10).contiguous(memory_format=torch.channels_last), torch.rand(2, 4, 6, 10)
+    converted = _in_layout_of(reference, result)
+    assert converted.is_contiguous(memory_format=torch.channels_last) and torch.equal(converted, result)
+    assert _in_layout_of(reference.contiguous(), converted).is_contiguous()
+    assert _in_layout_of(reference, converted) is converted  # no copy where the layout already matches

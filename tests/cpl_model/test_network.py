@@ -51,19 +51,28 @@ def test_eval_forward_is_deterministic(prompt):
         assert torch.equal(model(x), model(x))
 
 
-def test_feature_maps_are_channels_last_and_change_no_result():
-    model = build_model("tiny", "sparse").train()
-    seen = []
-    for stage in (model.encoder1, model.prompt_sites[0].fuse, model.refinement):
-        stage.register_forward_hook(lambda module, args, output: seen.append(output))
-    x = images(2, 21, 30)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_feature_maps_are_channels_last_and_change_no_result(device):
+    """Every convolution sees channels-last maps, down to the lowest level and back (a GPU's pixel
+    (un)shuffle returns NCHW, so this is checked at every layer, not only at the ends)."""
+    model = build_model("tiny", "sparse").to(device).train()
+    inputs = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+    x = images(2, 21, 30).to(device)
     y = model(x)
-    assert all(feature.is_contiguous(memory_format=torch.channels_last) for feature in seen)
+    assert len(inputs) > 50
+    assert all(feature.is_contiguous(memory_format=torch.channels_last) for feature in inputs)
     assert y.is_contiguous()  # the output is back in the standard layout
     assert all(p.is_contiguous() for p in model.parameters())  # DeepSpeed broadcasts them as bytes
+    count = len(inputs)
     model.memory_format = torch.contiguous_format
     torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
-    assert all(feature.is_contiguous() for feature in seen[3:])
+    assert all(feature.is_contiguous() for feature in inputs[count:])
 
 
 @pytest.mark.parametrize("prompt", PROMPT_VARIANTS)

@@ -1,5 +1,6 @@
-"""CPL model speed on CPU: training-step time per sample for each preset, with and without CPR,
-MACs per sample, and the ``full`` preset against a PromptIR-style baseline in the same run.
+"""CPL model speed: training-step time per sample for each preset, with and without CPR, MACs per
+sample, and the ``full`` preset against a PromptIR-style baseline in the same run, on the CPU (float32)
+or a CUDA GPU (bf16 weights and activations, as ``pipelines/worker.py``'s DeepSpeed engine trains there).
 
 The baseline is the same network with the same weights and outputs, computed as PromptIR's code
 computes it: NCHW feature maps; its layer norm reshapes every feature map to (B, HW, C) tokens and back
@@ -7,8 +8,11 @@ around each norm; its attention L2-normalises the full-size q and k maps; its GE
 by autograd. (PromptIR's public model also carries 0.215 M parameters of unused convolutions; they cost
 optimiser time only.)
 
+Our model is timed twice, with channels-last feature maps (as shipped) and with NCHW ones.
+
     python bench/model_speed.py                          # every preset, 2 threads
     python bench/model_speed.py --presets full --threads 2 --steps 3
+    python bench/model_speed.py --device cuda --batch 8 --steps 20 --compare 8x128 32x128
 """
 
 from __future__ import annotations
@@ -87,34 +91,85 @@ def promptir_style(model: CPLNet) -> CPLNet:
 
 
 def macs_per_sample(model: nn.Module, size: int) -> float:
+    parameter = next(model.parameters())
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.rand(1, 3, size, size))
+        model(torch.rand(1, 3, size, size).to(parameter))
     return counter.get_total_flops() / 2
 
 
-def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool, steps: int) -> list[float]:
+def nchw(model: CPLNet) -> CPLNet:
+    """Our code with NCHW feature maps instead of channels-last."""
+    model.memory_format = torch.contiguous_format
+    return model
+
+
+def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool, steps: int,
+                 warmup: int = 1) -> list[float]:
     """Median wall time of one AdamW training step (forward, backward, optimiser) of each model.
 
     The models take turns step by step, so that the machine's drift (±20 % on shared VMs) affects
-    them alike.
+    them alike. Inputs take the models' device and dtype.
     """
+    parameter = next(models[0].parameters())
+    cuda = parameter.device.type == "cuda"
     generator = torch.Generator().manual_seed(0)
-    batch = {"degraded": torch.rand(batch_size, 3, size, size, generator=generator),
-             "clean": torch.rand(batch_size, 3, size, size, generator=generator)}
-    objective = RestorationLoss(LossConfig(cpr=CPRConfig(enabled=cpr)))
+    batch = {name: torch.rand(batch_size, 3, size, size, generator=generator).to(parameter)
+             for name in ("degraded", "clean")}
+    negatives = torch.Generator(parameter.device).manual_seed(0)
+    objective = RestorationLoss(LossConfig(cpr=CPRConfig(enabled=cpr))).to(parameter.device)
     optimizers = [torch.optim.AdamW(model.parameters(), lr=2e-4) for model in models]
     times: list[list[float]] = [[] for _ in models]
-    for index in range(steps + 1):  # the first step warms up allocators and kernels
+    for index in range(-warmup, steps):  # warm-up steps fill allocators' pools and pick kernels
         for model, optimizer, timings in zip(models, optimizers, times, strict=True):
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
-            loss, _ = training_step(model, batch, objective, step=index, generator=generator)
+            loss, _ = training_step(model, batch, objective, step=index, generator=negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if index:
+            if cuda:
+                torch.cuda.synchronize()
+            if index >= 0:
                 timings.append(time.perf_counter() - start)
     return [statistics.median(timings) for timings in times]
+
+
+def peak_memory_gib(model: nn.Module, batch_size: int, size: int) -> float:
+    """Peak CUDA memory of one training step, weights and optimiser state included."""
+    torch.cuda.reset_peak_memory_stats()
+    step_seconds([model], batch_size, size, False, steps=1, warmup=0)
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def agreement(device: torch.device) -> tuple[float, float]:
+    """How far our channels-last and NCHW code and the PromptIR-style code disagree, in float32 (TF32 off):
+    the largest output difference and the largest relative L2 difference of a parameter's gradient."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    models = [cpl_model.build_model("full", "sparse").to(device)]
+    models += [nchw(cpl_model.build_model("full", "sparse").to(device)),
+               promptir_style(cpl_model.build_model("full", "sparse").to(device))]
+    generator = torch.Generator().manual_seed(1)
+    x, target = (torch.rand(2, 3, 40, 48, generator=generator).to(device) for _ in range(2))
+    outputs, gradients = [], []
+    for model in models:
+        model.load_state_dict(models[0].state_dict())
+        output = model(x)
+        F.l1_loss(output, target).backward()
+        outputs.append(output.detach())
+        gradients.append([p.grad for p in model.parameters()])
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    output_gap = max((output - outputs[0]).abs().max().item() for output in outputs[1:])
+    gradient_gap = max(((g - g0).norm() / g0.norm().clamp_min(1e-30)).item()
+                       for other in gradients[1:] for g, g0 in zip(other, gradients[0], strict=True))
+    return output_gap, gradient_gap
+
+
+def shape(text: str) -> tuple[int, int]:
+    batch, _, size = text.partition("x")
+    return int(batch), int(size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,40 +178,57 @@ def main(argv: list[str] | None = None) -> int:
                         help="presets for the per-preset table (none: only the PromptIR comparison)")
     parser.add_argument("--size", type=int, default=128, help="square patch side")
     parser.add_argument("--batch", type=int, default=2, help="samples per step")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the PromptIR-style comparison of the full preset")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
+    parser.add_argument("--compare", nargs="*", type=shape, default=[(2, 128), (4, 64)], metavar="BxS",
+                        help="batch x patch side of each PromptIR-style comparison (none: skip it)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: bf16 weights and activations, as the training job uses a GPU")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="cuda: let cuDNN time its algorithms")
     parser.add_argument("--default-malloc", dest="tune_malloc", action="store_false",
                         help="leave glibc's malloc thresholds at their defaults")
     args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    device, dtype = torch.device(args.device), torch.bfloat16 if cuda else torch.float32
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     allocator = "glibc, freed memory kept" if args.tune_malloc and keep_freed_memory() else "default"
-    print(f"# cpl_model speed: torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, "
-          f"batch {args.batch} x {args.size}², AdamW, median of {args.steps} steps, allocator: {allocator}")
-    print("\n| preset | params | GMACs/sample (fwd) | s/sample, no CPR | s/sample, CPR (1 negative) | CPR cost |")
-    print("|---|---:|---:|---:|---:|---:|")
+    where = (f"{torch.cuda.get_device_name()}, bf16, cuDNN benchmark {'on' if args.cudnn_benchmark else 'off'}"
+             if cuda else f"CPU, {args.threads} threads, float32")
+    print(f"# cpl_model speed: torch {torch.__version__}, {where}, {time.strftime('%Y-%m-%d')}, "
+          f"AdamW, median of {args.steps} steps after {args.warmup} warm-up, allocator: {allocator}")
+
+    def build(name: str) -> CPLNet:
+        return cpl_model.build_model(name, "sparse").to(device, dtype).train()
+
+    if args.presets:
+        print(f"\nbatch {args.batch} x {args.size}²\n")
+        print("| preset | params | GMACs/sample (fwd) | ms/sample, no CPR | ms/sample, CPR (1 negative) | CPR cost |")
+        print("|---|---:|---:|---:|---:|---:|")
     for name in args.presets:
-        model = cpl_model.build_model(name, "sparse").train()
+        model = build(name)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         macs = macs_per_sample(model, args.size) / 1e9
-        plain = step_seconds([model], args.batch, args.size, False, args.steps)[0] / args.batch
-        with_cpr = step_seconds([model], args.batch, args.size, True, args.steps)[0] / args.batch
-        print(f"| {name} | {params:.2f} M | {macs:.2f} | {plain:.3f} | {with_cpr:.3f} | {with_cpr / plain:.2f}x |",
+        plain, with_cpr = (1e3 * step_seconds([model], args.batch, args.size, cpr, args.steps, args.warmup)[0]
+                           / args.batch for cpr in (False, True))
+        print(f"| {name} | {params:.2f} M | {macs:.2f} | {plain:.4g} | {with_cpr:.4g} | {with_cpr / plain:.2f}x |",
               flush=True)
-    if args.baseline:
-        print("\n| full preset, no CPR | batch | ours s/step | PromptIR-style s/step | speed-up |")
-        print("|---|---|---:|---:|---:|")
-        for batch, size in ((2, 128), (4, 64)):
-            ours = cpl_model.build_model("full", "sparse").train()
-            baseline = promptir_style(cpl_model.build_model("full", "sparse").train())
-            x = torch.rand(1, 3, 32, 32)
-            with torch.no_grad():
-                gap = (ours.eval()(x) - baseline.eval()(x)).abs().max().item()
-            ours.train(), baseline.train()
-            t_ours, t_base = step_seconds([ours, baseline], batch, size, False, args.steps)
-            print(f"| outputs differ by {gap:.1e} | {batch} x {size}² | {t_ours:.2f} | {t_base:.2f} | "
-                  f"{t_base / t_ours:.2f}x |", flush=True)
+    if args.compare:
+        output_gap, gradient_gap = agreement(device)
+        print(f"\nThe three compute the same function: in float32, outputs differ by at most {output_gap:.1e}, "
+              f"a parameter's gradient by {gradient_gap:.1e} (relative L2).")
+        print("\n| full preset, no CPR: batch | ours s/step | ours, NCHW | PromptIR-style | speed-up |"
+              + (" peak GiB: ours / NCHW / PromptIR-style |" if cuda else ""))
+        print("|---|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
+    for batch, size in args.compare:
+        models = [build("full"), nchw(build("full")), promptir_style(build("full"))]
+        for model in models[1:]:
+            model.load_state_dict(models[0].state_dict())
+        ours, ours_nchw, base = step_seconds(models, batch, size, False, args.steps, args.warmup)
+        memory = " / ".join(f"{peak_memory_gib(model, batch, size):.1f}" for model in models) if cuda else ""
+        print(f"| {batch} x {size}² | {ours:.4g} | {ours_nchw:.4g} | {base:.4g} | "
+              f"{base / ours:.2f}x |" + (f" {memory} |" if cuda else ""), flush=True)
     return 0
 
 

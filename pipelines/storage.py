@@ -147,7 +147,7 @@ def open_input_file(uri: str) -> Iterator[pa.NativeFile]:
         raise _translate(uri, err) from None
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes | memoryview) -> None:
     """Write ``data`` atomically, replacing any object at ``uri``."""
     _put(uri, data, exclusive=False)
 
@@ -160,12 +160,13 @@ def create_only(uri: str, data: bytes) -> None:
 _PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def _put(uri: str, data: bytes, exclusive: bool) -> None:
+def _put(uri: str, data: bytes | memoryview, exclusive: bool) -> None:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         condition = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)  # single-object puts are atomic
+            # Single-object puts are atomic. bytes() copies a memoryview only (botocore wants bytes).
+            s3_client().put_object(Bucket=bucket, Key=key, Body=bytes(data), **condition)
         except botocore.exceptions.ClientError as err:
             if exclusive and err.response.get("Error", {}).get("Code") in _PRECONDITION_FAILED:
                 raise AlreadyExists(f"{uri}: already exists") from None

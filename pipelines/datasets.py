@@ -6,21 +6,18 @@ Layout of a dataset ``<out>/<name>/``::
     v=<version>/manifest.json                  written last, create-only: the version exists from then on
     LATEST                                     the newest published version, moved by compare-and-swap
 
-The driver cuts the source listing into runs of consecutive sources, one per shard number N (sized so
-that its train shard holds about ``rows_per_shard`` pairs; its val and test shards are correspondingly
-smaller); for each run, a synthesis task reads its sources, synthesizes every crop and writes
-``part-<split>-N`` for each split they fall in. A task takes a few consecutive runs where the job has
-shards to spare, so that Ray Data's pause between tasks is paid less often. Every sample's randomness
-comes from ``rng_for(seed, content_hash, crop, purpose)`` and splits from the content hash, so the bytes
-of every shard depend only on the sources, the config and the code, never on scheduling, retries,
-worker count or how shards are grouped into tasks.
+The driver cuts the source listing into runs of consecutive sources, one per synthesis task; task N
+reads its sources, synthesizes every crop and writes ``part-<split>-N`` for each split its sources fall
+in (sized so that its train shard holds about ``rows_per_shard`` pairs; its val and test shards are
+correspondingly smaller). Every sample's randomness comes from ``rng_for(seed, content_hash, crop,
+purpose)`` and splits from the content hash, so the bytes of every shard depend only on the sources,
+the config and the code, never on scheduling, retries or worker count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -225,15 +222,6 @@ def shard_plan(units: list[tuple[str, int]], sources_per_shard: int) -> list[lis
     return [task for task in tasks if task]
 
 
-def task_groups(shard_count: int, cpus: int, most: int = 4) -> list[range]:
-    """Consecutive shard numbers per synthesis task: up to ``most``, fewer where the job has too few
-    shards to give every CPU two tasks. Ray Data spends ~0.15-0.2 s between one task's end and the next
-    task's start on a worker (docs/benchmarks.md), so larger tasks pay it less often. Grouping changes
-    neither a shard's name nor its content."""
-    per_task = max(1, min(most, shard_count // (2 * max(1, cpus))))
-    return [range(start, min(start + per_task, shard_count)) for start in range(0, shard_count, per_task)]
-
-
 def write_shards(pairs: dict[str, list], version_uri: str, task: int) -> list[dict[str, Any]]:
     """One synthesis task's pairs -> a Parquet file per split (``part-<split>-<task>.parquet``), and the
     stats of each for the manifest.
@@ -296,17 +284,16 @@ def _plan(source_uri: str, config: SynthesisConfig) -> tuple[dict[str, Any], lis
 
 def synthesize_shards(plan_rows: dict[str, np.ndarray], source_uri: str, version_uri: str,
                       config: SynthesisConfig) -> dict[str, list]:
-    """Ray Data ``map_batches`` function: synthesis tasks of the plan, each a JSON list of
-    ``[shard number, source slices]`` -> those shards, written; returns one stats row per shard file.
+    """Ray Data ``map_batches`` function: synthesis tasks of the plan -> their shards, written; returns
+    one stats row per shard.
 
     Each task reads its own sources and writes its own shards, so image bytes never cross Ray's object
     store (a shuffle would move every pair through it twice).
     """
     stats = []
-    synthesize_pairs = Synthesize(config)
-    for task in plan_rows["shards"]:
-        for number, slices in json.loads(task):
-            stats += write_shards(synthesize_pairs(read_slices(source_uri, slices)), version_uri, number)
+    for task, slices in zip(plan_rows["task"], plan_rows["slices"], strict=True):
+        pairs = Synthesize(config)(read_slices(source_uri, json.loads(slices)))
+        stats += write_shards(pairs, version_uri, int(task))
     return {key: [json.dumps(row[key]) if key in ("counts", "skipped", "converted") else row[key] for row in stats]
             for key in ("path", "rows", "sha256", "split", "counts", "skipped", "converted")}
 
@@ -320,7 +307,6 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
         RuntimeError: when more than ``max_skipped_fraction`` of the sources were skipped
             (nothing is published then).
     """
-    import ray
     import ray.data
 
     expected, units = _plan(source_uri, config)
@@ -330,12 +316,11 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     version_uri = storage.join(dataset_uri, f"v={version}")
     started = time.perf_counter()
 
-    shards = shard_plan(units, sources_per_shard(output, config))
-    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
-    tasks = [json.dumps([[number, shards[number]] for number in group]) for group in task_groups(len(shards), cpus)]
+    tasks = shard_plan(units, sources_per_shard(output, config))
     # One block per task, so that Ray Data schedules tasks, not runs of them, on free CPUs. Tasks, not an
     # actor pool: an actor holds its CPU for the whole job, which on one or two cores starves the rest.
-    plan_rows = ray.data.from_items([{"shards": task} for task in tasks], override_num_blocks=len(tasks))
+    plan_rows = ray.data.from_items([{"task": index, "slices": json.dumps(slices)}
+                                     for index, slices in enumerate(tasks)], override_num_blocks=len(tasks))
     stats = plan_rows.map_batches(synthesize_shards, batch_size=1, batch_format="numpy", num_cpus=1,
                                   fn_kwargs={"source_uri": source_uri, "version_uri": version_uri,
                                              "config": config}).take_all()

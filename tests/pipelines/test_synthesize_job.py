@@ -198,15 +198,6 @@ def test_same_seed_gives_identical_shards_from_a_local_packed_table(local_datase
     assert shard_checksums(packed_locally) == shard_checksums(local_dataset.manifest)
 
 
-def test_tasks_of_several_shards_write_the_same_shards(local_dataset, tmp_path, monkeypatch):
-    """The shared dataset's job ran one shard per task (too few shards to group); here one task writes
-    all but the first."""
-    monkeypatch.setattr(datasets, "task_groups", lambda count, cpus: [range(0, 1), range(1, count)])
-    manifest = run_job(local_dataset.source, str(tmp_path), "pairs")
-    assert len(local_dataset.manifest["shards"]) > 2
-    assert shard_checksums(manifest) == shard_checksums(local_dataset.manifest)
-
-
 # --- a run that dies before publishing, then a re-run (with another seed) ---------------------------------
 
 @dataclass(frozen=True)

@@ -193,14 +193,6 @@ def test_the_plan_of_a_folder_and_of_its_packed_table_name_the_same_sources_per_
     assert [sum(n) for n in per_task] == [sum(n) for n in packed] == [3, 3, 3, 1]
 
 
-@pytest.mark.parametrize("shards, cpus, sizes", [(64, 2, [4] * 16), (9, 2, [2, 2, 2, 2, 1]), (7, 2, [1] * 7),
-                                                 (64, 64, [1] * 64), (3, 0, [1] * 3)])
-def test_tasks_take_up_to_four_consecutive_shards_and_every_cpu_at_least_two_tasks(shards, cpus, sizes):
-    groups = datasets.task_groups(shards, cpus)
-    assert [len(group) for group in groups] == sizes
-    assert [number for group in groups for number in group] == list(range(shards))
-
-
 @pytest.mark.parametrize("rows, crops, expected", [(512, 64, 9), (512, 4, 142), (2, 1, 2), (1, 64, 1)])
 def test_a_task_gets_enough_sources_for_a_train_shard_of_rows_per_shard(rows, crops, expected):
     output = datasets.OutputConfig(rows_per_shard=rows)

@@ -16,11 +16,13 @@ the config and the code, never on scheduling, retries or worker count.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -371,13 +373,31 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
     }
 
 
+@functools.cache
 def code_version() -> str:
+    """``<package version>+<digest>``: the digest covers the code that decides a pair's bytes (all of
+    ``degradation_synth``, and the decoding, cropping and shard writing here) and the numpy and OpenCV
+    versions, so that two datasets of one code version, config and source are byte-identical. The package
+    version alone does not change between commits."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("cpl-restore")
+        package = version("cpl-restore")
     except PackageNotFoundError:
-        return "unknown"
+        package = "unknown"
+    here = Path(__file__).parent
+    files = sorted(Path(ds.__file__).parent.rglob("*.py")) + [here / "datasets.py", here / "sources.py"]
+    return f"{package}+{files_digest(files, extra=f'numpy {np.__version__}, opencv {cv2.__version__}')}"
+
+
+def files_digest(paths: list[Path], extra: str = "") -> str:
+    """12 hex digits of SHA-256 over ``extra`` and each file's name and bytes, in the given order."""
+    digest = hashlib.sha256(extra.encode())
+    for path in paths:
+        content = path.read_bytes()
+        digest.update(f"{path.name}:{len(content)}:".encode())
+        digest.update(content)
+    return digest.hexdigest()[:12]
 
 
 # --- publishing and reading --------------------------------------------------------------------

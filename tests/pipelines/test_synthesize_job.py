@@ -115,6 +115,7 @@ def test_the_manifest_records_the_seed_the_resolved_config_and_the_recipes(local
     assert manifest["config"]["output"]["rows_per_shard"] == ROWS_PER_SHARD
     assert set(manifest["recipes"]) == {"noise25", "haze"}
     assert manifest["recipes"]["haze"]["steps"][0]["kind"] == "haze"
+    assert manifest["code_version"] == datasets.code_version()
 
 
 def test_every_shard_is_listed_with_its_rows_and_a_checksum_of_its_file(local_dataset):

@@ -78,6 +78,12 @@ class PromptIRFeedForward(nn.Module):
         return self.project_out(F.gelu(gate) * value)
 
 
+def nchw(model: CPLNet) -> CPLNet:
+    """Our code with NCHW feature maps instead of channels-last."""
+    model.memory_format = torch.contiguous_format
+    return model
+
+
 def promptir_style(model: CPLNet) -> CPLNet:
     """Compute as PromptIR does, sharing the parameters: NCHW feature maps, and its layer norm,
     attention and feed-forward code."""
@@ -86,8 +92,7 @@ def promptir_style(model: CPLNet) -> CPLNet:
         for name, child in list(module.named_children()):
             if type(child) in replacements:
                 setattr(module, name, replacements[type(child)](child))
-    model.memory_format = torch.contiguous_format
-    return model
+    return nchw(model)
 
 
 def macs_per_sample(model: nn.Module, size: int) -> float:
@@ -96,12 +101,6 @@ def macs_per_sample(model: nn.Module, size: int) -> float:
     with counter, torch.no_grad():
         model(torch.rand(1, 3, size, size).to(parameter))
     return counter.get_total_flops() / 2
-
-
-def nchw(model: CPLNet) -> CPLNet:
-    """Our code with NCHW feature maps instead of channels-last."""
-    model.memory_format = torch.contiguous_format
-    return model
 
 
 def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool, steps: int,

@@ -15,6 +15,7 @@ beyond the library (sample bookkeeping, records, the Parquet write).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from degradation_synth import degrade, get_recipe, rng_for
 from degradation_synth.bench import keep_freed_memory
@@ -56,20 +58,17 @@ def library_rate(folder: Path, config: datasets.SynthesisConfig, seconds: float 
 
 
 def pipeline_rate(folder: Path, config: datasets.SynthesisConfig, rows_per_shard: int, seconds: float = 8.0) -> float:
-    """Pairs/s of one process running the job's tasks in a loop without Ray, after one warm-up task
-    (a fresh process's first Parquet write pays for lazy imports; the job's workers pay it once too)."""
-    units = sources.unit_sizes(str(folder))
-    tasks = datasets.shard_plan(units, datasets.sources_per_shard(
+    """Pairs/s of one process running the job's task function in a loop without Ray, after one warm-up
+    task (a fresh process's first Parquet write pays for lazy imports; the job's workers pay it once too)."""
+    tasks = datasets.shard_plan(sources.unit_sizes(str(folder)), datasets.sources_per_shard(
         datasets.OutputConfig(rows_per_shard=rows_per_shard), config))
-    synthesize = datasets.Synthesize(config)
     with tempfile.TemporaryDirectory() as out:
         pairs, start = 0, 0.0
         for number, slices in enumerate(tasks * 4):
             if number == 1:
                 pairs, start = 0, time.perf_counter()
-            batch = synthesize(datasets.read_slices(str(folder), slices))
-            datasets.write_shards(batch, out, number)
-            pairs += len(batch["sample_id"])
+            plan_rows = {"task": np.array([number]), "slices": np.array([json.dumps(slices)])}
+            pairs += sum(datasets.synthesize_shards(plan_rows, str(folder), out, config)["rows"])
             if number and time.perf_counter() - start > seconds:
                 break
         return pairs / (time.perf_counter() - start)

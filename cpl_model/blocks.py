@@ -66,12 +66,13 @@ class LayerNorm2d(nn.Module):
         return _ChannelNorm.apply(x, self.weight, self.bias, self.eps)
 
 
-def _in_layout_of(reference: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+def in_layout_of(reference: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """``output`` in ``reference``'s memory layout, channels-last or NCHW (no copy where it already is).
 
     Needed where an op picks its own layout: CUDA's pixel (un)shuffle returns NCHW whatever its input
     (the CPU's keeps channels-last), which would turn every later map of a GPU model NCHW; the
-    attention's output is pixel-major, which an NCHW model must not inherit.
+    attention's output is pixel-major, which an NCHW model must not inherit; a prompt is built from a
+    parameter, and concatenating it keeps a shared layout only.
     """
     channels_last = reference.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous()
     return output.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -141,7 +142,7 @@ class Attention(nn.Module):
         qkv = self.qkv_dwconv(self.qkv(x))  # (B, 3C, H, W)
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, self.heads, c // self.heads)  # a view if channels-last
         out = _ChannelAttention.apply(tokens, self.temperature)  # (B, HW, heads, d)
-        return self.project_out(_in_layout_of(x, out.reshape(b, h, w, c).permute(0, 3, 1, 2)))
+        return self.project_out(in_layout_of(x, out.reshape(b, h, w, c).permute(0, 3, 1, 2)))
 
 
 class _GeluGate(torch.autograd.Function):
@@ -205,7 +206,7 @@ class Downsample(nn.Sequential):
         super().__init__(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _in_layout_of(x, super().forward(x))
+        return in_layout_of(x, super().forward(x))
 
 
 class Upsample(nn.Sequential):
@@ -215,4 +216,4 @@ class Upsample(nn.Sequential):
         super().__init__(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _in_layout_of(x, super().forward(x))
+        return in_layout_of(x, super().forward(x))

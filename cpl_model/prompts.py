@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import TransformerBlock
+from .blocks import TransformerBlock, in_layout_of
 
 
 @dataclass
@@ -56,8 +56,7 @@ class PromptGenerator(nn.Module):
 
     def forward(self, feature: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         mix = torch.einsum("bn,nchw->bchw", weights.to(self.bank.dtype), self.bank)  # (B, Cp, S, S)
-        if feature.is_contiguous(memory_format=torch.channels_last):  # concatenating keeps a shared layout only
-            mix = mix.contiguous(memory_format=torch.channels_last)
+        mix = in_layout_of(feature, mix)
         mix = F.interpolate(mix, size=feature.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(mix)  # (B, Cp, H, W)
 

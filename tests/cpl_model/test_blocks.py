@@ -14,7 +14,7 @@ from cpl_model.blocks import (
     _ChannelAttention,
     _ChannelNorm,
     _GeluGate,
-    _in_layout_of,
+    in_layout_of,
 )
 
 FORMATS = {"nchw": torch.contiguous_format, "channels-last": torch.channels_last}
@@ -160,7 +160,7 @@ def test_resampling_returns_its_input_s_layout():
             assert y.shape == shape and y.is_contiguous(memory_format=layout)
     # what CUDA's pixel (un)shuffle does: an NCHW result from a channels-last input
     reference, result = torch.rand(2, 8, 6, 10).contiguous(memory_format=torch.channels_last), torch.rand(2, 4, 6, 10)
-    converted = _in_layout_of(reference, result)
+    converted = in_layout_of(reference, result)
     assert converted.is_contiguous(memory_format=torch.channels_last) and torch.equal(converted, result)
-    assert _in_layout_of(reference.contiguous(), converted).is_contiguous()
-    assert _in_layout_of(reference, converted) is converted  # no copy where the layout already matches
+    assert in_layout_of(reference.contiguous(), converted).is_contiguous()
+    assert in_layout_of(reference, converted) is converted  # no copy where the layout already matches

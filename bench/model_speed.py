@@ -104,11 +104,12 @@ def macs_per_sample(model: nn.Module, size: int) -> float:
 
 
 def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool, steps: int,
-                 warmup: int = 1) -> list[float]:
-    """Median wall time of one AdamW training step (forward, backward, optimiser) of each model.
+                 warmup: int = 1) -> list[list[float]]:
+    """Wall time of each timed AdamW training step (forward, backward, optimiser) of each model.
 
     The models take turns step by step, so that the machine's drift (±20 % on shared VMs) affects
-    them alike. Inputs take the models' device and dtype.
+    them alike, and step i of one model can be compared with step i of another. Inputs take the
+    models' device and dtype.
     """
     parameter = next(models[0].parameters())
     cuda = parameter.device.type == "cuda"
@@ -132,7 +133,7 @@ def step_seconds(models: list[nn.Module], batch_size: int, size: int, cpr: bool,
                 torch.cuda.synchronize()
             if index >= 0:
                 timings.append(time.perf_counter() - start)
-    return [statistics.median(timings) for timings in times]
+    return times
 
 
 def peak_memory_gib(model: nn.Module, batch_size: int, size: int) -> float:
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build(name)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         macs = macs_per_sample(model, args.size) / 1e9
-        plain, with_cpr = (1e3 * step_seconds([model], args.batch, args.size, cpr, args.steps, args.warmup)[0]
+        plain, with_cpr = (1e3 * statistics.median(step_seconds([model], args.batch, args.size, cpr, args.steps,
+                                                                        args.warmup)[0])
                            / args.batch for cpr in (False, True))
         print(f"| {name} | {params:.2f} M | {macs:.2f} | {plain:.4g} | {with_cpr:.4g} | {with_cpr / plain:.2f}x |",
               flush=True)
@@ -217,17 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         output_gap, gradient_gap = agreement(device)
         print(f"\nThe three compute the same function: in float32, outputs differ by at most {output_gap:.1e}, "
               f"a parameter's gradient by {gradient_gap:.1e} (relative L2).")
-        print("\n| full preset, no CPR: batch | ours s/step | ours, NCHW | PromptIR-style | speed-up |"
+        print("\nMedians of the steps; the speed-up is the median of the per-step ratios (PromptIR-style step i "
+              "over ours, taken in turn), with their range.")
+        print("\n| full preset, no CPR: batch | ours s/step | ours, NCHW | PromptIR-style | speed-up (range) |"
               + (" peak GiB: ours / NCHW / PromptIR-style |" if cuda else ""))
         print("|---|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
     for batch, size in args.compare:
         models = [build("full"), nchw(build("full")), promptir_style(build("full"))]
         for model in models[1:]:
             model.load_state_dict(models[0].state_dict())
-        ours, ours_nchw, base = step_seconds(models, batch, size, False, args.steps, args.warmup)
+        times = step_seconds(models, batch, size, False, args.steps, args.warmup)
+        ours, ours_nchw, base = (statistics.median(timings) for timings in times)
+        ratios = [theirs / mine for mine, theirs in zip(times[0], times[2], strict=True)]
         memory = " / ".join(f"{peak_memory_gib(model, batch, size):.1f}" for model in models) if cuda else ""
         print(f"| {batch} x {size}² | {ours:.4g} | {ours_nchw:.4g} | {base:.4g} | "
-              f"{base / ours:.2f}x |" + (f" {memory} |" if cuda else ""), flush=True)
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
+              + (f" {memory} |" if cuda else ""), flush=True)
     return 0
 
 

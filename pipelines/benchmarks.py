@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import datasets, sources, storage
+from . import datasets, provenance, sources, storage
 
 INPUT_FOLDERS = ("input", "lq", "degraded")
 TARGET_FOLDERS = ("target", "gt", "clean")
@@ -185,7 +185,7 @@ def _samples_config() -> datasets.SynthesisConfig:
 
 def _samples() -> Benchmark:
     config = _samples_config()
-    digest = hashlib.sha256(f"{datasets.code_version()}:{config.model_dump_json()}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{provenance.synthesis_code_version()}:{config.model_dump_json()}".encode()).hexdigest()
     return Benchmark("samples", sources.SAMPLES, f"samples (five_task, seed {config.seed})", digest,
                      [{"recipes": config.recipes}], split="val")
 

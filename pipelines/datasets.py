@@ -16,13 +16,11 @@ the config and the code, never on scheduling, retries or worker count.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
 import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -34,7 +32,7 @@ from pydantic import Field, field_validator, model_validator
 import degradation_synth as ds
 from degradation_synth import Recipe, degrade, load_recipes, resolve_recipes, rng_for
 
-from . import sources, storage
+from . import provenance, sources, storage
 from .config import Frozen
 
 MANIFEST, LATEST, MANIFEST_FORMAT = "manifest.json", "LATEST", 1
@@ -365,39 +363,12 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
                 counts[row["split"]][recipe] = counts[row["split"]].get(recipe, 0) + n
     return {
         "format": MANIFEST_FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": code_version(), "seed": config.seed, "config": resolved_config,
+        "code_version": provenance.synthesis_code_version(), "seed": config.seed, "config": resolved_config,
         "recipes": {r.name: r.to_config() for r in config.resolved_recipes()},
         "sources": {"uri": expected["source"], "total": expected["sources"]},
         "counts": counts, "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
         "converted": {k: sorted(v) for k, v in sorted(converted.items())}, "shards": shards,
     }
-
-
-@functools.cache
-def code_version() -> str:
-    """``<package version>+<digest>``: the digest covers the code that decides a pair's bytes (all of
-    ``degradation_synth``, and the decoding, cropping and shard writing here) and the numpy and OpenCV
-    versions, so that two datasets of one code version, config and source are byte-identical. The package
-    version alone does not change between commits."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        package = version("cpl-restore")
-    except PackageNotFoundError:
-        package = "unknown"
-    here = Path(__file__).parent
-    files = sorted(Path(ds.__file__).parent.rglob("*.py")) + [here / "datasets.py", here / "sources.py"]
-    return f"{package}+{files_digest(files, extra=f'numpy {np.__version__}, opencv {cv2.__version__}')}"
-
-
-def files_digest(paths: list[Path], extra: str = "") -> str:
-    """12 hex digits of SHA-256 over ``extra`` and each file's name and bytes, in the given order."""
-    digest = hashlib.sha256(extra.encode())
-    for path in paths:
-        content = path.read_bytes()
-        digest.update(f"{path.name}:{len(content)}:".encode())
-        digest.update(content)
-    return digest.hexdigest()[:12]
 
 
 # --- publishing and reading --------------------------------------------------------------------

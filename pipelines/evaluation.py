@@ -26,7 +26,7 @@ import torch
 
 import cpl_model
 
-from . import benchmarks, datasets, models, storage, tracking
+from . import benchmarks, models, provenance, storage, tracking
 from .benchmarks import Benchmark, Case, Skip
 
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
@@ -167,7 +167,7 @@ def summarize(ref: models.ModelRef, benchmark: Benchmark, settings: EvalSettings
         "worst": [row["id"] for row in ranked[:shown]],
         "best": [row["id"] for row in ranked[::-1][:shown]],
         "seconds": round(seconds, 2),
-        "code_version": datasets.code_version(),
+        "code_version": provenance.code_version(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cases": scored,
     }

@@ -27,7 +27,7 @@ import torch
 
 import cpl_model
 
-from . import datasets, sources, storage, tracking
+from . import datasets, provenance, sources, storage, tracking
 from .runtime import init_ray, is_local, local_cpus
 from .sources import SAMPLES
 from .training_config import TrainConfig, tracking_uri
@@ -121,7 +121,8 @@ def train(config: TrainConfig) -> Summary:
         validation = datasets.validation_pairs(source, config.data.synthesis, config.validation.crops_per_recipe)
     run_id, resumed = tracking.start_or_resume_run(
         uri, config.tracking.experiment, run_name, tracking.flatten(resolved),
-        {**dataset_tags, "code_version": datasets.code_version(), "cpl.preset": config.model.preset})
+        {**dataset_tags, "code_version": provenance.code_version(),
+         "synthesis_code_version": provenance.synthesis_code_version(), "cpl.preset": config.model.preset})
     if resumed and tracking.run_tag(uri, run_id, tracking.MODEL_VERSION_TAG):
         tracking.finish_run(uri, run_id)  # as it was: resuming marked it running
         raise ValueError(f"run {run_name!r} already finished and registered its model; choose a new run.name")

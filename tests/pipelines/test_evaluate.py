@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 import cpl_model
 from degradation_synth.recipes import Recipe
-from pipelines import benchmarks, evaluation, models, sources, storage
+from pipelines import benchmarks, evaluation, models, provenance, sources, storage
 from pipelines.benchmarks import Case, Skip
 
 from .conftest import REPO_ROOT, photo_halves, scaled_model, write_dim_benchmark
@@ -116,6 +116,7 @@ def test_cli_scores_a_registered_model_on_a_paired_folder_reports_skips_and_logs
         assert summary["model"]["ssim"] > summary["input"]["ssim"], task
         assert summary["gain_psnr"] == pytest.approx(summary["model"]["psnr"] - summary["input"]["psnr"])
     assert "cases" not in report
+    assert report["code_version"] == provenance.code_version()
 
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == MESSY_IDS

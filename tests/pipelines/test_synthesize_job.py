@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from degradation_synth import replay
-from pipelines import datasets, sources, storage
+from pipelines import datasets, provenance, sources, storage
 from pipelines.datasets import SHARD_SCHEMA, split_of
 from pipelines.storage import StorageError
 
@@ -115,7 +115,7 @@ def test_the_manifest_records_the_seed_the_resolved_config_and_the_recipes(local
     assert manifest["config"]["output"]["rows_per_shard"] == ROWS_PER_SHARD
     assert set(manifest["recipes"]) == {"noise25", "haze"}
     assert manifest["recipes"]["haze"]["steps"][0]["kind"] == "haze"
-    assert manifest["code_version"] == datasets.code_version()
+    assert manifest["code_version"] == provenance.synthesis_code_version()
 
 
 def test_every_shard_is_listed_with_its_rows_and_a_checksum_of_its_file(local_dataset):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import provenance
+
 from .conftest import REPO_ROOT, free_port, new_bucket
 
 pytestmark = pytest.mark.slow
@@ -91,6 +93,8 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     version = run.data.tags["cpl.model_version"]
     assert f"models:/cpl-restore/{version}" in output
     assert run.data.params["model.preset"] == "tiny" and run.data.tags["dataset"].startswith("online:")
+    assert run.data.tags["code_version"] == provenance.code_version()
+    assert run.data.tags["synthesis_code_version"] == provenance.synthesis_code_version()
     assert checkpoint_steps(storage_uri, "smoke") == {2, 4}
 
     from mlflow import MlflowClient

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import random
-import re
 from collections import Counter
 
 import cv2
@@ -244,20 +243,3 @@ def test_a_shard_of_skipped_sources_only_writes_no_file_but_reports_them(tmp_pat
     assert stats["train"]["rows"] == 0 and stats["train"]["path"] == ""
     assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg"), (sources.UNDECODABLE, "notes.jpg")]
     assert not (tmp_path / "v").exists()
-
-
-# --- code_version ---------------------------------------------------------------------------------
-
-def test_code_version_is_the_package_version_and_a_digest_of_the_synthesis_code():
-    assert re.fullmatch(r".+\+[0-9a-f]{12}", datasets.code_version())
-
-
-def test_the_code_digest_changes_with_any_byte_of_the_files_or_the_library_versions(tmp_path):
-    files = [tmp_path / "a.py", tmp_path / "b.py"]
-    files[0].write_text("x = 1\n")
-    files[1].write_text("y = 2\n")
-    digest = datasets.files_digest(files, extra="opencv 5.0")
-    assert datasets.files_digest(files, extra="opencv 5.0") == digest
-    assert datasets.files_digest(files, extra="opencv 5.1") != digest
-    files[1].write_text("y = 3\n")
-    assert datasets.files_digest(files, extra="opencv 5.0") != digest

@@ -9,7 +9,9 @@ manifest. Also reported: the library rate of ``--cpus`` processes running at onc
 CPUs deliver together (on a small VM, less than one process's rate times their number), and the
 pipeline without Ray: the job's own per-task code (read the sources, ``Synthesize``, ``write_shards``)
 looped in ``--cpus`` processes at once, so that what Ray costs shows apart from what the job does
-beyond the library (sample bookkeeping, records, the Parquet write).
+beyond the library (sample bookkeeping, records, the Parquet write). Last, the online stream training
+reads when it has no published dataset (``datasets.online_dataset``, one pass, train split): train pairs
+per second reaching a consumer in the driver, nothing written.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                          rows_per_shard=args.rows_per_shard),
                                        config, {})
         elapsed = time.perf_counter() - start
+        start = time.perf_counter()
+        stream = datasets.online_dataset(str(folder), config, "train").iter_batches(batch_size=256,
+                                                                                     batch_format="pyarrow")
+        streamed = sum(batch.num_rows for batch in stream)
+        online = streamed / (time.perf_counter() - start)
         ray.shutdown()
     pairs = sum(sum(c.values()) for c in manifest["counts"].values())
     job = pairs / elapsed
@@ -118,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.patch}²), {args.cpus} CPUs, {time.strftime('%Y-%m-%d')}")
     print(f"\n| library, one process | x CPUs | library, {args.cpus} processes at once | pipeline without Ray, "
           f"{args.cpus} at once | Ray Data job | job / (library x CPUs) | job / library at once | "
-          "job / pipeline without Ray |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "job / pipeline without Ray | online stream, train pairs | online / (library x CPUs) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {single:,.0f} pairs/s | {single * args.cpus:,.0f} | {together:,.0f} | {pipeline:,.0f} | "
           f"{job:,.0f} pairs/s ({elapsed:.1f} s) | {job / (single * args.cpus):.2f} | {job / together:.2f} | "
-          f"{job / pipeline:.2f} |")
+          f"{job / pipeline:.2f} | {online:,.0f} pairs/s ({streamed} pairs) | {online / (single * args.cpus):.2f} |")
     return 0
 
 

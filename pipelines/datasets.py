@@ -118,11 +118,14 @@ class Synthesize:
     count it; readers never see those rows.
     """
 
-    def __init__(self, config: SynthesisConfig) -> None:
+    def __init__(self, config: SynthesisConfig, split: str | None = None) -> None:
+        """``split``: synthesize the sources of that split only (an online stream of one split); the
+        others are neither decoded nor given rows."""
         # Parallelism comes from running one task per CPU: OpenCV's own thread pool (a thread per core
         # in every worker) would only oversubscribe the CPUs on 128² images.
         cv2.setNumThreads(1)
         self.config = config
+        self.split = split
         self.recipes = config.resolved_recipes()
         weights = np.array([config.recipe_weights.get(r.name, 1.0) for r in self.recipes])
         self.cumulative = np.cumsum(weights / weights.sum())
@@ -133,8 +136,10 @@ class Synthesize:
         out: dict[str, list] = {column: [] for column in PAIR_COLUMNS}
         passes = batch.get("pass", np.zeros(len(batch["id"]), np.int64))
         for identifier, content, data, pass_ in zip(batch["id"], batch["sha256"], batch["bytes"], passes, strict=True):
-            decoded = sources.decode(bytes(data), max_pixels=self.config.max_pixels, min_side=self.config.patch)
             split = split_of(content, self.config.val_fraction, self.config.test_fraction)
+            if self.split is not None and split != self.split:
+                continue
+            decoded = sources.decode(bytes(data), max_pixels=self.config.max_pixels, min_side=self.config.patch)
             if decoded.image is None:
                 self._append(out, identifier, content, -1, split, None, None, None, decoded)
                 continue
@@ -435,34 +440,37 @@ def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST"
     return ray.data.read_parquet(paths, filesystem=fs, partitioning=None)  # "v=<version>" is not a column
 
 
+ONLINE_PAIRS_PER_TASK = 512  # as a shard: Ray Data's cost per task (0.1-0.2 s) stays a few per cent of it
+
+
 def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train", passes: int = 1,
                    first_pass: int = 0):
     """Fresh pairs streamed from clean images, with the same rows as ``open_dataset``, nothing written.
 
     The stream makes ``passes`` passes over the sources, ``config.crops_per_image`` new crops per
     source each (pass-major, so every stretch of the stream mixes all sources). ``first_pass`` starts
-    later in the same stream, e.g. where a resumed training run left off.
+    later in the same stream, e.g. where a resumed training run left off. Each task takes a run of
+    consecutive sources worth about ``ONLINE_PAIRS_PER_TASK`` pairs (a slice of a packed file, or a
+    few image files) and synthesizes only those in ``split``.
     """
     import ray.data
     from ray.data.expressions import col
 
-    units = sources.source_units(source_uri)
-    work = ray.data.from_items([{"unit": unit, "pass": p} for p in range(first_pass, first_pass + passes)
-                                for unit in units])
-    kept = (col("skip_reason") == "") & (col("split") == split)
-    return work.map_batches(_synthesize_units, fn_kwargs={"source_uri": source_uri, "config": config},
-                            batch_size=1, batch_format="numpy", num_cpus=1).filter(expr=kept).drop_columns(
-        ["skip_reason", "converted_from"])
+    tasks = shard_plan(sources.unit_sizes(source_uri), max(1, round(ONLINE_PAIRS_PER_TASK / config.crops_per_image)))
+    work = [{"slices": json.dumps(slices), "pass": p}
+            for p in range(first_pass, first_pass + passes) for slices in tasks]
+    # One block per task, as in ``synthesize``: Ray Data then runs tasks, not runs of them, on free CPUs.
+    return ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
+        _synthesize_slices, fn_kwargs={"source_uri": source_uri, "config": config, "split": split},
+        batch_size=1, batch_format="numpy", num_cpus=1).filter(
+        expr=col("skip_reason") == "").drop_columns(["skip_reason", "converted_from"])
 
 
-def _synthesize_units(batch: dict[str, np.ndarray], source_uri: str, config: SynthesisConfig) -> dict[str, list]:
-    rows: dict[str, list] = {"id": [], "sha256": [], "bytes": [], "pass": []}
-    for unit, pass_ in zip(batch["unit"], batch["pass"], strict=True):
-        read = sources.read_unit(source_uri, str(unit))
-        for key in ("id", "sha256", "bytes"):
-            rows[key] += read[key]
-        rows["pass"] += [int(pass_)] * len(read["id"])
-    return Synthesize(config)(rows)
+def _synthesize_slices(batch: dict[str, np.ndarray], source_uri: str, config: SynthesisConfig,
+                       split: str) -> dict[str, list]:
+    (slices,), (pass_,) = batch["slices"], batch["pass"]
+    rows = read_slices(source_uri, json.loads(slices))
+    return Synthesize(config, split)({**rows, "pass": np.full(len(rows["id"]), int(pass_))})
 
 
 def validation_pairs(source_uri: str, config: SynthesisConfig, crops_per_recipe: int = 1,

@@ -130,6 +130,17 @@ def test_the_split_column_follows_the_content_hash(files):
         assert row["content_sha256"] == hashlib.sha256(files[row["source_id"]]).hexdigest()
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_transform_for_one_split_makes_exactly_that_split_s_rows_and_skips_the_rest_unread(files, split):
+    batch = batch_of({**files, "notes.jpg": b"plain text " * 40})
+    everything = by_sample(Synthesize(config())(batch))
+    notes_split = split_of(hashlib.sha256(b"plain text " * 40).hexdigest(), 0.3, 0.3)
+    only = by_sample(Synthesize(config(), split)(batch))
+    assert only == {sample: row for sample, row in everything.items() if row["split"] == split}
+    assert ("notes.jpg#-1" in only) == (notes_split == split)  # nor is a bad source of another split reported
+    assert {row["split"] for row in everything.values()} == {"train", "val", "test"}  # the four photos span them
+
+
 def test_recipe_weights_steer_the_mixture(files):
     many = config(crops_per_image=8)
     even = Counter(Synthesize(many)(batch_of(files))["recipe"])

@@ -14,46 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class _ChannelNorm(torch.autograd.Function):
-    """LayerNorm over dim 1 with a hand-derived backward.
-
-    The variance is taken in two passes (mean, then the mean of squared deviations: as stable as
-    Welford's update): on NCHW, ``torch.var_mean`` over the channels runs a scalar Welford loop per
-    pixel and costs 4-8x as much on CPU. Autograd's version of the expression keeps four
-    intermediates and runs a kernel per operation backwards; this one keeps the normalised map and
-    the inverse std. Computed in at least float32 (bf16-safe). See docs/benchmarks.md.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        ctx.input_dtype = x.dtype
-        x = x.to(torch.promote_types(x.dtype, torch.float32))
-        normed = x - x.mean(dim=1, keepdim=True)
-        inv_std = torch.rsqrt(normed.square().mean(dim=1, keepdim=True) + eps)
-        normed *= inv_std
-        ctx.save_for_backward(normed, inv_std, weight)
-        out = torch.addcmul(bias.to(x.dtype)[:, None, None], normed, weight.to(x.dtype)[:, None, None])
-        return out.to(ctx.input_dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        normed, inv_std, weight = ctx.saved_tensors
-        grad = grad.to(normed.dtype)
-        scaled = grad * weight.to(normed.dtype)[:, None, None]
-        # d/dx of (x - mean) * inv_std, contracted with the incoming gradient:
-        # inv_std * (scaled - mean(scaled) - normed * mean(scaled * normed)), in three full-size passes.
-        projection = (scaled * normed).mean(1, keepdim=True)
-        scaled -= scaled.mean(1, keepdim=True)
-        grad_x = torch.addcmul(scaled, normed, projection, value=-1).mul_(inv_std)
-        grad_weight = (grad * normed).sum(dim=(0, 2, 3)).to(weight.dtype)
-        return grad_x.to(ctx.input_dtype), grad_weight, grad.sum(dim=(0, 2, 3)).to(weight.dtype), None
-
-
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW tensor, with weight and bias.
+    """LayerNorm over the channels of a (B, C, H, W) map, with weight and bias.
 
-    Computed directly on NCHW (PromptIR reshapes to (B, HW, C) tokens and back around every norm),
-    with statistics in float32 so that it is safe under bf16.
+    A channels-last map *is* a (B, H, W, C) tensor of pixel tokens, so PyTorch's fused ``layer_norm``
+    runs on it without a copy, forward and backward: 3-3.5x faster than a norm over dim 1 built from
+    reductions (docs/benchmarks.md). PromptIR reshapes to (B, HW, C) and back around every norm; an
+    NCHW map pays that copy here too. Statistics accumulate in float32, so bf16 is safe.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
@@ -63,7 +30,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ChannelNorm.apply(x, self.weight, self.bias, self.eps)
+        tokens = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return in_layout_of(x, tokens.permute(0, 3, 1, 2))
 
 
 def in_layout_of(reference: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The blocks' hand-derived backwards are exact and bf16-safe: the channel LayerNorm, the attention
-(Restormer's arithmetic on pixel-major tokens) and the GELU gate, in either memory format."""
+"""The blocks are exact and bf16-safe in either memory format: the channel LayerNorm (PyTorch's on the
+token view), and the hand-derived backwards of the attention (Restormer's arithmetic on pixel-major
+tokens) and the GELU gate."""
 
 import pytest
 import torch
@@ -12,7 +13,6 @@ from cpl_model.blocks import (
     LayerNorm2d,
     Upsample,
     _ChannelAttention,
-    _ChannelNorm,
     _GeluGate,
     in_layout_of,
 )
@@ -20,23 +20,31 @@ from cpl_model.blocks import (
 FORMATS = {"nchw": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
-def test_channel_norm_backward_passes_gradcheck():
+@pytest.mark.parametrize("layout", FORMATS)
+def test_layer_norm_2d_passes_gradcheck_and_keeps_the_layout(layout):
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 6, 5, 7, dtype=torch.double, generator=generator, requires_grad=True)
-    weight = torch.rand(6, dtype=torch.double, generator=generator, requires_grad=True)
-    bias = torch.rand(6, dtype=torch.double, generator=generator, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *args: _ChannelNorm.apply(*args, 1e-5), (x, weight, bias))
+    norm = LayerNorm2d(6).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=generator)
+        norm.bias.uniform_(-1, 1, generator=generator)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.double, generator=generator).contiguous(memory_format=FORMATS[layout])
+    assert norm(x).is_contiguous(memory_format=FORMATS[layout])
+    assert torch.autograd.gradcheck(norm, (x.requires_grad_(),))
 
 
-def test_layer_norm_2d_equals_layer_norm_over_channels():
+@pytest.mark.parametrize("layout", FORMATS)
+def test_layer_norm_2d_normalises_each_pixel_over_the_channels(layout):
     generator = torch.Generator().manual_seed(1)
     norm = LayerNorm2d(8)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5, generator=generator)
         norm.bias.uniform_(-1, 1, generator=generator)
-    x = torch.randn(3, 8, 9, 11, generator=generator)
-    expected = F.layer_norm(x.permute(0, 2, 3, 1), (8,), norm.weight, norm.bias, 1e-5).permute(0, 3, 1, 2)
-    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+    x = torch.randn(3, 8, 9, 11, generator=generator, dtype=torch.double)
+    mean, var = x.mean(1, keepdim=True), x.var(1, keepdim=True, unbiased=False)
+    weight, bias = (p.detach().double()[:, None, None] for p in (norm.weight, norm.bias))
+    expected = (x - mean) / torch.sqrt(var + 1e-5) * weight + bias
+    torch.testing.assert_close(norm(x.float().contiguous(memory_format=FORMATS[layout])).double(), expected,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_layer_norm_2d_keeps_bf16_dtypes_and_stays_finite():

@@ -61,8 +61,8 @@ class _ChannelAttention(torch.autograd.Function):
     def forward(ctx, tokens: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         q, k, v = _split_heads(tokens)  # each (B, heads, HW, d)
         stats = torch.promote_types(tokens.dtype, torch.float32)
-        q_norm = torch.linalg.vector_norm(q, dim=-2, dtype=stats).clamp_min(1e-12)  # (B, heads, d)
-        k_norm = torch.linalg.vector_norm(k, dim=-2, dtype=stats).clamp_min(1e-12)
+        # The norms over HW by square-and-sum: on CPU, ``vector_norm`` over this strided axis is 3-4x slower.
+        q_norm, k_norm = (t.square().sum(-2, dtype=stats).sqrt().clamp_min(1e-12) for t in (q, k))  # (B, heads, d)
         cosine = (q.transpose(-2, -1) @ k).to(stats) / (q_norm[..., :, None] * k_norm[..., None, :])
         attn = (cosine * temperature.to(stats)).softmax(dim=-1)  # (B, heads, d, d)
         ctx.save_for_backward(tokens, temperature, q_norm, k_norm, cosine, attn)

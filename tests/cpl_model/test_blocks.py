@@ -1,6 +1,6 @@
 """The blocks are exact and bf16-safe in either memory format: the channel LayerNorm (PyTorch's on the
-token view), and the hand-derived backwards of the attention (Restormer's arithmetic on pixel-major
-tokens) and the GELU gate."""
+token view), the attention's hand-derived backward (Restormer's arithmetic on pixel-major tokens) and the
+feed-forward's split halves."""
 
 import pytest
 import torch
@@ -13,7 +13,6 @@ from cpl_model.blocks import (
     LayerNorm2d,
     Upsample,
     _ChannelAttention,
-    _GeluGate,
     in_layout_of,
 )
 
@@ -121,19 +120,23 @@ def test_attention_output_and_input_gradient_stay_channels_last():
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("memory_format", FORMATS.values(), ids=FORMATS.keys())
-def test_gelu_gate_equals_autograd_s_gelu_times_value(memory_format):
-    x = torch.randn(2, 10, 5, 6, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
-    gate, value = x.chunk(2, dim=1)
-    expected = F.gelu(gate) * value
-    output = _GeluGate.apply(x)
-    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+@pytest.mark.parametrize("memory_format", FORMATS.values(), ids=FORMATS)
+def test_feed_forward_equals_gdfn_on_the_chunked_output_in_value_and_gradient(memory_format):
+    """Each half through its own weight slices is GDFN as written: chunk the convolutions' output."""
+    torch.manual_seed(9)
+    module = FeedForward(6, 2.66).double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
+    gate, value = module.dwconv(module.project_in(x)).chunk(2, dim=1)
+    expected = module.project_out(F.gelu(gate) * value)
+    output = module(x)
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
     upstream = torch.randn_like(expected)
-    (grad,) = torch.autograd.grad(output, x, upstream)
-    (reference,) = torch.autograd.grad(expected, x, upstream)
-    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-12)
-    assert grad.is_contiguous(memory_format=memory_format)
-    assert torch.autograd.gradcheck(_GeluGate.apply, (x,))
+    grads = torch.autograd.grad(output, [x, *module.parameters()], upstream)
+    references = torch.autograd.grad(expected, [x, *module.parameters()], upstream)
+    for grad, reference in zip(grads, references, strict=True):
+        torch.testing.assert_close(grad, reference, rtol=1e-10, atol=1e-12)
+    assert output.is_contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(module, (x,))
 
 
 @pytest.mark.parametrize("block", ["attention", "feed-forward"])

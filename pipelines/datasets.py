@@ -440,7 +440,7 @@ def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST"
     return ray.data.read_parquet(paths, filesystem=fs, partitioning=None)  # "v=<version>" is not a column
 
 
-ONLINE_PAIRS_PER_TASK = 512  # as a shard: Ray Data's cost per task (0.1-0.2 s) stays a few per cent of it
+ONLINE_PAIRS_PER_TASK = 512  # train pairs, as a shard: Ray Data's cost per task (0.1-0.2 s) stays a few per cent
 
 
 def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train", passes: int = 1,
@@ -450,13 +450,14 @@ def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train
     The stream makes ``passes`` passes over the sources, ``config.crops_per_image`` new crops per
     source each (pass-major, so every stretch of the stream mixes all sources). ``first_pass`` starts
     later in the same stream, e.g. where a resumed training run left off. Each task takes a run of
-    consecutive sources worth about ``ONLINE_PAIRS_PER_TASK`` pairs (a slice of a packed file, or a
+    consecutive sources worth about ``ONLINE_PAIRS_PER_TASK`` train pairs (a slice of a packed file, or a
     few image files) and synthesizes only those in ``split``.
     """
     import ray.data
     from ray.data.expressions import col
 
-    tasks = shard_plan(sources.unit_sizes(source_uri), max(1, round(ONLINE_PAIRS_PER_TASK / config.crops_per_image)))
+    tasks = shard_plan(sources.unit_sizes(source_uri),
+                       sources_per_shard(OutputConfig(rows_per_shard=ONLINE_PAIRS_PER_TASK), config))
     work = [{"slices": json.dumps(slices), "pass": p}
             for p in range(first_pass, first_pass + passes) for slices in tasks]
     # One block per task, as in ``synthesize``: Ray Data then runs tasks, not runs of them, on free CPUs.

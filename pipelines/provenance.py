@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -24,24 +25,22 @@ _ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages
 def synthesis_code_version() -> str:
     """All of ``degradation_synth``, this package's decoding, cropping and shard writing, and the numpy
     and OpenCV versions."""
-    import cv2
-    import numpy as np
-
     files = _sources("degradation_synth") + [_ROOT / "pipelines" / name for name in ("datasets.py", "sources.py")]
-    return f"{_package_version()}+{files_digest(files, extra=f'numpy {np.__version__}, opencv {cv2.__version__}')}"
+    return _version(files, "numpy", "cv2")
 
 
 @functools.cache
 def code_version() -> str:
     """All of ``cpl_model``, ``degradation_synth`` and ``pipelines``, and the torch, numpy and OpenCV
     versions."""
-    import cv2
-    import numpy as np
-    import torch
+    return _version(_sources("cpl_model") + _sources("degradation_synth") + _sources("pipelines"),
+                    "torch", "numpy", "cv2")
 
-    files = _sources("cpl_model") + _sources("degradation_synth") + _sources("pipelines")
-    libraries = f"torch {torch.__version__}, numpy {np.__version__}, opencv {cv2.__version__}"
-    return f"{_package_version()}+{files_digest(files, extra=libraries)}"
+
+def _version(files: list[Path], *libraries: str) -> str:
+    """``<package version>+<digest>`` of ``files`` and the versions of the named libraries."""
+    extra = ", ".join(f"{name} {importlib.import_module(name).__version__}" for name in libraries)
+    return f"{_package_version()}+{files_digest(files, extra=extra)}"
 
 
 def files_digest(paths: list[Path], extra: str = "") -> str:
@@ -63,4 +62,3 @@ def _package_version() -> str:
         return version("cpl-restore")
     except PackageNotFoundError:
         return "unknown"
-

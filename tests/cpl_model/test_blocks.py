@@ -120,11 +120,13 @@ def test_attention_output_and_input_gradient_stay_channels_last():
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("expansion", [2.66, 2.0, 4.0], ids=["hidden 15", "hidden 12", "hidden 24"])
 @pytest.mark.parametrize("memory_format", FORMATS.values(), ids=FORMATS)
-def test_feed_forward_equals_gdfn_on_the_chunked_output_in_value_and_gradient(memory_format):
-    """Each half through its own weight slices is GDFN as written: chunk the convolutions' output."""
+def test_feed_forward_equals_gdfn_on_the_chunked_output_in_value_and_gradient(memory_format, expansion):
+    """Each half through its own weight slices, its width padded to whole channel blocks, is GDFN as
+    written: chunk the convolutions' output."""
     torch.manual_seed(9)
-    module = FeedForward(6, 2.66).double()
+    module = FeedForward(6, expansion).double()
     x = torch.randn(2, 6, 5, 7, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
     gate, value = module.dwconv(module.project_in(x)).chunk(2, dim=1)
     expected = module.project_out(F.gelu(gate) * value)

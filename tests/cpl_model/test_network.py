@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from cpl_model import PROMPT_VARIANTS, CPLNet, RestorationOutput, build_model, preset
 from cpl_model.network import _mismatched
@@ -54,26 +55,37 @@ def test_eval_forward_is_deterministic(prompt):
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
 
+class ConvolutionInputs(TorchFunctionMode):
+    """Records the input of every 2-D convolution, through a module or ``F.conv2d`` alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.conv2d:
+            self.inputs.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_feature_maps_are_channels_last_and_change_no_result(device, monkeypatch):
     """Every convolution sees channels-last maps, down to the lowest level and back (a GPU's pixel
     (un)shuffle returns NCHW, so this is checked at every layer, not only at the ends)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the two layouts may pick other kernels
     model = build_model("tiny", "sparse").to(device).train()
-    inputs = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
     x = images(2, 21, 30).to(device)
-    y = model(x)
-    assert len(inputs) > 50
-    assert all(feature.is_contiguous(memory_format=torch.channels_last) for feature in inputs)
+    with ConvolutionInputs() as channels_last:
+        y = model(x)
+    assert len(channels_last.inputs) > 50
+    assert all(feature.is_contiguous(memory_format=torch.channels_last) for feature in channels_last.inputs)
     assert y.is_contiguous()  # the output is back in the standard layout
     assert all(p.is_contiguous() for p in model.parameters())  # DeepSpeed broadcasts them as bytes
-    count = len(inputs)
     model.memory_format = torch.contiguous_format
-    torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
-    assert all(feature.is_contiguous() for feature in inputs[count:])
+    with ConvolutionInputs() as standard:
+        torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
+    assert len(standard.inputs) == len(channels_last.inputs)
+    assert all(feature.is_contiguous() for feature in standard.inputs)
 
 
 @pytest.mark.parametrize("prompt", PROMPT_VARIANTS)
@@ -303,7 +315,7 @@ def test_negatives_do_not_change_the_anchor():
         plain = model(x, aux=True)
         with_negatives = model(x, aux=True, negatives=2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain.image, with_negatives.image)
-    for a, b in zip(plain.routing, with_negatives.routing):
+    for a, b in zip(plain.routing, with_negatives.routing, strict=True):
         assert torch.equal(a.weights, b.weights)
 
 
@@ -357,6 +369,6 @@ def test_negatives_carry_gradients_unless_detached():
     assert all(n.requires_grad and n.grad_fn is not None for n in attached.negatives)
     assert all(not n.requires_grad and n.grad_fn is None for n in detached.negatives)
     assert detached.image.requires_grad  # the anchor still trains
-    for a, b in zip(attached.negatives, detached.negatives):
+    for a, b in zip(attached.negatives, detached.negatives, strict=True):
         torch.testing.assert_close(a.detach(), b)  # the same negatives, only cut from the graph
 

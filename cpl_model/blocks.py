@@ -129,7 +129,8 @@ class FeedForward(nn.Module):
         # ``hidden`` channels, which makes the GELU and both products ~2x slower on CPU.
         # The hidden width (255 = int(96 x 2.66)) is zero-padded to whole blocks of channels, in which
         # oneDNN's kernels and tensor cores work: a padded channel stays zero through the block, adds
-        # nothing to the output, and its weights are not parameters. ~10 % faster on CPU.
+        # nothing to the output, and its weights are not parameters. The blocks run ~10 % faster on
+        # CPU, and a 64 x 128² step 20 % faster on an H200 (docs/benchmarks.md).
         hidden = self.project_out.in_channels
         extra = -hidden % _CHANNEL_BLOCK
         gate, value = (F.conv2d(F.conv2d(x, _pad_dim(self.project_in.weight[half], 0, extra)),

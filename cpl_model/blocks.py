@@ -144,6 +144,8 @@ _CHANNEL_BLOCK = 8  # AVX2's float32 vector width; tensor cores want multiples o
 
 def _pad_dim(weight: torch.Tensor, dim: int, extra: int) -> torch.Tensor:
     """``weight`` with ``extra`` zero slices appended along ``dim`` (gradients flow to the original part)."""
+    if not extra:  # F.pad would still copy the weight
+        return weight
     padding = [0, 0] * (weight.dim() - 1 - dim) + [0, extra]
     return F.pad(weight, padding)
 

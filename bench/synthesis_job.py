@@ -8,10 +8,15 @@ counts from the start of ``datasets.synthesize`` (Ray already running, no task r
 manifest. Also reported: the library rate of ``--cpus`` processes running at once, which is what the
 CPUs deliver together (on a small VM, less than one process's rate times their number), and the
 pipeline without Ray: the job's own per-task code (read the sources, ``Synthesize``, ``write_shards``)
-looped in ``--cpus`` processes at once, so that what Ray costs shows apart from what the job does
-beyond the library (sample bookkeeping, records, the Parquet write). Last, the online stream training
+looped in one process and in ``--cpus`` processes at once, so that what Ray costs (job / (pipeline x
+CPUs)) shows apart from what the job does beyond the library (sample bookkeeping, records, the Parquet
+write). Last, the online stream training
 reads when it has no published dataset (``datasets.online_dataset``, one pass, train split): train pairs
 per second reaching a consumer in the driver, nothing written.
+
+The rates this VM delivers drift by ±20 % over minutes, so every reference rate is measured twice, once
+before and once after the job, and the mean of the two is what the job is compared with (both are
+printed).
 """
 
 from __future__ import annotations
@@ -76,6 +81,21 @@ def pipeline_rate(folder: Path, config: datasets.SynthesisConfig, rows_per_shard
         return pairs / (time.perf_counter() - start)
 
 
+REFERENCES = ("library, one process", "library, {cpus} at once", "pipeline without Ray, one process",
+              "pipeline without Ray, {cpus} at once")
+
+
+def reference_rates(folder: Path, config: datasets.SynthesisConfig, cpus: int, rows_per_shard: int) -> list[float]:
+    """The rates named in ``REFERENCES``: the library and the pipeline without Ray, in one process and
+    in ``cpus`` processes at once."""
+    rates = []
+    for rate, args in ((library_rate, (folder, config)), (pipeline_rate, (folder, config, rows_per_shard))):
+        rates.append(rate(*args))
+        with ProcessPoolExecutor(cpus) as pool:
+            rates.append(sum(pool.map(rate, *([arg] * cpus for arg in args))))
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=64, help="source images (512² PNG)")
@@ -96,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         folder, out = Path(tmp, "sources"), Path(tmp, "out")
         folder.mkdir()
         write_sources(folder, args.sources)
-        single = library_rate(folder, config)
-        with ProcessPoolExecutor(args.cpus) as pool:
-            together = sum(pool.map(library_rate, [folder] * args.cpus, [config] * args.cpus))
-        with ProcessPoolExecutor(args.cpus) as pool:
-            pipeline = sum(pool.map(pipeline_rate, [folder] * args.cpus, [config] * args.cpus,
-                                    [args.rows_per_shard] * args.cpus))
+        before = reference_rates(folder, config, args.cpus, args.rows_per_shard)
 
         import ray
         from ray.data import DataContext
@@ -119,17 +134,22 @@ def main(argv: list[str] | None = None) -> int:
         streamed = sum(batch.num_rows for batch in stream)
         online = streamed / (time.perf_counter() - start)
         ray.shutdown()
+        after = reference_rates(folder, config, args.cpus, args.rows_per_shard)
+    single, together, pipeline_single, pipeline = ((b + a) / 2 for b, a in zip(before, after, strict=True))
     pairs = sum(sum(c.values()) for c in manifest["counts"].values())
-    job = pairs / elapsed
+    job, cpus = pairs / elapsed, args.cpus
     print(f"# synthesis job: {pairs} pairs ({args.sources} sources x {args.crops} crops, {args.recipes}, "
-          f"{args.patch}²), {args.cpus} CPUs, {time.strftime('%Y-%m-%d')}")
-    print(f"\n| library, one process | x CPUs | library, {args.cpus} processes at once | pipeline without Ray, "
-          f"{args.cpus} at once | Ray Data job | job / (library x CPUs) | job / library at once | "
-          "job / pipeline without Ray | online stream, train pairs | online / (library x CPUs) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {single:,.0f} pairs/s | {single * args.cpus:,.0f} | {together:,.0f} | {pipeline:,.0f} | "
-          f"{job:,.0f} pairs/s ({elapsed:.1f} s) | {job / (single * args.cpus):.2f} | {job / together:.2f} | "
-          f"{job / pipeline:.2f} | {online:,.0f} pairs/s ({streamed} pairs) | {online / (single * args.cpus):.2f} |")
+          f"{args.patch}²), {cpus} CPUs, {time.strftime('%Y-%m-%d')}")
+    print(f"\n| {' | '.join(name.format(cpus=cpus) for name in REFERENCES)} | Ray Data job "
+          "| job / (library x CPUs) | job / (pipeline x CPUs) | job / pipeline at once "
+          "| online stream, train pairs | online / (library x CPUs) |")
+    print("|---:" * 10 + "|")
+    print(f"| {single:,.0f} pairs/s | {together:,.0f} | {pipeline_single:,.0f} | {pipeline:,.0f} "
+          f"| {job:,.0f} pairs/s ({elapsed:.1f} s) | {job / (single * cpus):.2f} "
+          f"| {job / (pipeline_single * cpus):.2f} | {job / pipeline:.2f} "
+          f"| {online:,.0f} pairs/s ({streamed} pairs) | {online / (single * cpus):.2f} |")
+    print("\nreference rates before / after the job (pairs/s): " + ", ".join(
+        f"{name.format(cpus=cpus)} {b:,.0f} / {a:,.0f}" for name, b, a in zip(REFERENCES, before, after, strict=True)))
     return 0
 
 

@@ -90,6 +90,17 @@ def ensure_experiment(uri: str, name: str) -> str:
                                                                       artifact_location=local_artifact_location(uri))
 
 
+def find_run(uri: str, experiment: str, run_name: str):
+    """The MLflow run named ``run_name`` in ``experiment``, or None (also when there is no such experiment)."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+                              max_results=1)
+    return runs[0] if runs else None
+
+
 def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
                         tags: dict[str, str]) -> tuple[str, bool]:
     """The run named ``run_name`` in ``experiment``, created on first use; returns ``(run_id, resumed)``.
@@ -101,11 +112,8 @@ def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[s
     from mlflow.entities import Param, RunTag
 
     client = _client(uri)
-    experiment_id = ensure_experiment(uri, experiment)
-    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
-                                  max_results=1)
-    if existing:
-        run = existing[0]
+    run = find_run(uri, experiment, run_name)
+    if run is not None:
         changed = sorted(key for key, value in params.items() if run.data.params.get(key, value) != value)
         if changed:
             key = changed[0]
@@ -116,7 +124,8 @@ def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[s
             client.log_batch(run.info.run_id, params=added)
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, True
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, RUN_NAME_TAG: run_name})
+    run = client.create_run(ensure_experiment(uri, experiment), run_name=run_name,
+                            tags={**tags, RUN_NAME_TAG: run_name})
     items = list(params.items())
     for first in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[first:first + 100]],

@@ -110,7 +110,7 @@ def train(config: TrainConfig) -> Summary:
 
     init_ray(config.ray, log_to_driver=True, dashboard=True)  # rank 0 prints a progress line per checkpoint
     if config.data.dataset:
-        manifest = datasets.read_manifest(config.data.dataset, config.data.version)
+        manifest = datasets.read_manifest(config.data.dataset, dataset_version(config, uri, run_name))
         dataset_label = f"{config.data.dataset}@{manifest['version']}"
         dataset_tags = {"dataset": config.data.dataset, "dataset.version": manifest["version"],
                         "dataset.manifest_sha256": _manifest_digest(manifest)}
@@ -131,7 +131,8 @@ def train(config: TrainConfig) -> Summary:
           f"{config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}", flush=True)
     try:
         try:
-            result = _fit(config, resolved, run_name, run_id, uri, source, validation)
+            result = _fit(config, resolved, run_name, run_id, uri, source, validation,
+                          manifest["version"] if config.data.dataset else None)
         finally:
             ray.shutdown()  # also flushes the workers' last log lines before the summary
         return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
@@ -140,8 +141,22 @@ def train(config: TrainConfig) -> Summary:
         raise
 
 
+def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
+    """The version of ``config.data.dataset`` that run ``run_name`` trains on, resolved once per run.
+
+    A resumed run keeps the version it started with even when LATEST has moved since, so that its
+    remaining steps do not switch data while its tags still name the first version.
+    """
+    if config.data.version == datasets.LATEST:
+        started = tracking.find_run(uri, config.tracking.experiment, run_name)
+        if started is not None and started.data.tags.get("dataset") == config.data.dataset:
+            return started.data.tags["dataset.version"]
+    return datasets.resolve_version(config.data.dataset, config.data.version)
+
+
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
-         validation: dict[str, Any]):
+         validation: dict[str, Any], version: str | None):
+    """``version``: the published dataset version to train on; None for the online stream."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -151,7 +166,7 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     samples_per_step = config.data.batch_size * config.optim.accumulation * scaling.workers
     resume_step = latest_checkpoint_step(config.run.storage, run_name)
     if config.data.dataset:
-        train_data = datasets.open_dataset(config.data.dataset, "train", config.data.version, verify=False)
+        train_data = datasets.open_dataset(config.data.dataset, "train", version, verify=False)
     else:
         train_data = online_training_stream(source, config, samples_per_step, resume_step)
     threads = None

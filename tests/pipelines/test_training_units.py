@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -288,6 +289,29 @@ def test_resuming_with_a_changed_param_fails_naming_the_key(mlflow_server):
         tracking.start_or_resume_run(mlflow_server, experiment, name, {"optim.lr": "0.01", "seed": "0"}, {})
 
 
+def test_a_resumed_run_keeps_the_dataset_version_it_started_with_after_latest_moves(local_dataset, mlflow_server,
+                                                                                    tmp_path):
+    dataset = str(tmp_path / "pairs")
+    shutil.copytree(local_dataset.uri, dataset)
+    first = local_dataset.manifest["version"]
+    experiment, name = unique("exp"), unique("run")
+    tracking.start_or_resume_run(mlflow_server, experiment, name, {},
+                                 {"dataset": dataset, "dataset.version": first})
+    newer = datasets.new_version()
+    shutil.copytree(Path(dataset, f"v={first}"), Path(dataset, f"v={newer}"),
+                    ignore=shutil.ignore_patterns(datasets.MANIFEST))
+    datasets.publish(dataset, newer, {**local_dataset.manifest, "version": newer})
+    assert datasets.resolve_version(dataset) == newer  # LATEST has moved
+
+    config = train_config(f"data.dataset={dataset}", f"tracking.experiment={experiment}")
+    assert training.dataset_version(config, mlflow_server, name) == first  # the resumed run: its own version
+    assert training.dataset_version(config, mlflow_server, unique("run")) == newer  # a new run: LATEST
+    pinned = train_config(f"data.dataset={dataset}", f"tracking.experiment={experiment}", f"data.version={newer}")
+    assert training.dataset_version(pinned, mlflow_server, name) == newer  # an explicit version is taken as given
+    elsewhere = train_config(f"data.dataset={local_dataset.uri}", f"tracking.experiment={experiment}")
+    assert training.dataset_version(elsewhere, mlflow_server, name) == first  # another dataset: its own LATEST
+
+
 def test_run_logger_logs_every_step_once_even_when_a_restart_flushes_overlapping_steps(mlflow_server):
     from mlflow import MlflowClient
 
@@ -359,7 +383,7 @@ def test_validation_pairs_apply_every_recipe_to_crops_of_each_val_source_only(ph
     assert pairs["task"] == [tasks[recipe] for recipe in pairs["recipe"]]
     # Every recipe degrades the same clean crop: the clean patch depends on source and crop only.
     by_crop = defaultdict(set)
-    for sample_id, clean in zip(pairs["sample_id"], pairs["clean"]):
+    for sample_id, clean in zip(pairs["sample_id"], pairs["clean"], strict=True):
         by_crop[sample_id.split("/")[0]].add(clean.tobytes())
     assert all(len(cleans) == 1 for cleans in by_crop.values())
     assert len({next(iter(c)) for c in by_crop.values()}) == len(by_crop)

@@ -10,9 +10,9 @@ CPUs deliver together (on a small VM, less than one process's rate times their n
 pipeline without Ray: the job's own per-task code (read the sources, ``Synthesize``, ``write_shards``)
 looped in one process and in ``--cpus`` processes at once, so that what Ray costs (job / (pipeline x
 CPUs)) shows apart from what the job does beyond the library (sample bookkeeping, records, the Parquet
-write). Last, the online stream training
-reads when it has no published dataset (``datasets.online_dataset``, one pass, train split): train pairs
-per second reaching a consumer in the driver, nothing written.
+write). Last, the online stream training reads when it has no published dataset
+(``datasets.online_dataset``, one pass, train split): train pairs per second reaching a consumer in the
+driver, nothing written.
 
 The rates this VM delivers drift by ±20 % over minutes, so every reference rate is measured twice, once
 before and once after the job, and the mean of the two is what the job is compared with (both are

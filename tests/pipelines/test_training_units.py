@@ -308,8 +308,10 @@ def test_a_resumed_run_keeps_the_dataset_version_it_started_with_after_latest_mo
     assert training.dataset_version(config, mlflow_server, unique("run")) == newer  # a new run: LATEST
     pinned = train_config(f"data.dataset={dataset}", f"tracking.experiment={experiment}", f"data.version={newer}")
     assert training.dataset_version(pinned, mlflow_server, name) == newer  # an explicit version is taken as given
-    elsewhere = train_config(f"data.dataset={local_dataset.uri}", f"tracking.experiment={experiment}")
-    assert training.dataset_version(elsewhere, mlflow_server, name) == first  # another dataset: its own LATEST
+    other = unique("run")  # a run of the same name that trained on another dataset: its tag does not apply
+    tracking.start_or_resume_run(mlflow_server, experiment, other, {},
+                                 {"dataset": local_dataset.uri, "dataset.version": first})
+    assert training.dataset_version(config, mlflow_server, other) == newer
 
 
 def test_run_logger_logs_every_step_once_even_when_a_restart_flushes_overlapping_steps(mlflow_server):

@@ -131,7 +131,7 @@ def _folder_bytes(folder: Path) -> int:
 def _checkpoint_worker(rank: int, port: int, args: argparse.Namespace, results) -> None:
     import deepspeed
 
-    from pipelines.worker import DS_TAG, WEIGHTS
+    from pipelines.training.loop import DS_TAG, WEIGHTS
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -172,9 +172,9 @@ def checkpoint_bench(args: argparse.Namespace) -> None:
 def job_bench(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
 
-    from pipelines.config import load_config
-    from pipelines.training import train
-    from pipelines.training_config import TrainConfig
+    from pipelines.core.config import load_config
+    from pipelines.training.config import TrainConfig
+    from pipelines.training.driver import train
 
     device = torch.cuda.get_device_name() if args.gpu else "CPU"
     print(f"# job: {args.preset} on {device}, batch {args.batch} x {args.patch}² per worker, {args.steps} steps, "

@@ -25,8 +25,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python pipelines/evaluate.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import storage  # noqa: E402
-from pipelines.cli import positive_int, tile_size  # noqa: E402
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.cli import positive_int, tile_size  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or Path("outputs/evaluations") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     try:
-        from pipelines import evaluation  # torch and MLflow load only past the argument check
+        from pipelines.evaluation import reports as evaluation  # torch and MLflow load only past the argument check
 
         settings = evaluation.EvalSettings(tile=args.tile, batch_size=args.batch_size, workers=args.workers,
                                            use_gpu=args.gpu)

@@ -26,8 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python pipelines/promote.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import storage  # noqa: E402
-from pipelines.cli import positive_int, tile_size  # noqa: E402
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.cli import positive_int, tile_size  # noqa: E402
 
 REFUSED, ERROR = 1, 2
 
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cpl-promote-") as scratch:
         out = args.out or Path(scratch)
         try:
-            from pipelines import evaluation, promotion  # torch and MLflow load only past the argument check
+            from pipelines.evaluation import scoring as evaluation
+            from pipelines.registry import promotion  # torch and MLflow load only past the argument check
 
             if args.rollback:
                 record = promotion.rollback(args.name, args.reason, out)

@@ -23,8 +23,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python pipelines/restore.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import storage  # noqa: E402
-from pipelines.cli import tile_size  # noqa: E402
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.cli import tile_size  # noqa: E402
 
 DEFAULT_MODEL = "models:/cpl-restore@champion"
 
@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from pipelines import models, restoring, tracking  # torch and MLflow load only past the argument check
+        from pipelines.core import references as models
+        from pipelines.core import tracking
+        from pipelines.serving import restoring  # torch and MLflow load only past the argument check
 
         uri = tracking.resolve_tracking_uri()
         if models.is_mlflow(args.model):

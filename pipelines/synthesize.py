@@ -19,17 +19,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python pipelines/synthesize.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import datasets, sources, storage  # noqa: E402
-from pipelines.config import ConfigError, Frozen, load_config  # noqa: E402
-from pipelines.runtime import RayConfig, init_ray  # noqa: E402
-
-
-class SynthesizeConfig(Frozen):
-    source: str | None = None  # required except with --clean
-    output: datasets.OutputConfig = datasets.OutputConfig()
-    synthesis: datasets.SynthesisConfig = datasets.SynthesisConfig()
-    ray: RayConfig = RayConfig()
-
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.config import ConfigError, load_config  # noqa: E402
+from pipelines.core.runtime import init_ray  # noqa: E402
+from pipelines.data import job, sources, versions  # noqa: E402
+from pipelines.data.job import SynthesizeConfig  # noqa: E402
 
 _FLAGS = {"source": "source", "out": "output.uri", "name": "output.name", "seed": "synthesis.seed",
           "recipes": "synthesis.recipes", "patch": "synthesis.patch", "crops_per_image": "synthesis.crops_per_image"}
@@ -68,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                      if getattr(args, flag) is not None] + args.set
         config = load_config(SynthesizeConfig, args.config, overrides)
         if args.clean:
-            removed = datasets.remove_unpublished(storage.join(config.output.uri, config.output.name))
+            removed = versions.remove_unpublished(storage.join(config.output.uri, config.output.name))
             print(f"removed {len(removed)} unpublished version(s): {', '.join(removed) or '-'}")
             return 0
         if config.source is None:
             raise ConfigError("config error: source: required (--source or source: in the config)")
         resolved = config.model_dump(mode="json")
-        the_plan = datasets.plan(config.source, config.synthesis)
+        the_plan = job.plan(config.source, config.synthesis)
         if args.dry_run:
             print(json.dumps({"config": resolved, "plan": the_plan,
                               "output": storage.join(config.output.uri, config.output.name, "v=<new>")}, indent=2))
@@ -90,7 +84,7 @@ def run(config: SynthesizeConfig, resolved: dict, the_plan: dict) -> int:
     init_ray(config.ray)
     print(f"synthesizing {the_plan['expected_pairs']} pairs from {the_plan['sources']} sources "
           f"({'packed' if the_plan['packed'] else 'folder'}) with {len(the_plan['recipes'])} recipes")
-    manifest = datasets.synthesize(config.source, config.output, config.synthesis, resolved)
+    manifest = job.synthesize(config.source, config.output, config.synthesis, resolved)
     pairs = sum(sum(c.values()) for c in manifest["counts"].values())
     dataset_uri = storage.join(config.output.uri, config.output.name)
     print(f"published {storage.join(dataset_uri, 'v=' + manifest['version'])}")

@@ -24,9 +24,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python pipelines/train.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import storage  # noqa: E402
-from pipelines.config import ConfigError, load_config  # noqa: E402
-from pipelines.training_config import TrainConfig  # noqa: E402
+from pipelines.core import storage  # noqa: E402
+from pipelines.core.config import ConfigError, load_config  # noqa: E402
+from pipelines.training.config import TrainConfig  # noqa: E402
 
 # --smoke: the whole path (data, DeepSpeed, checkpoint, validation, registration) on a budget of steps.
 SMOKE = ["optim.max_steps=4", "optim.warmup_steps=1", "checkpoint.every=2", "loss.cpr.start_step=2",
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = (SMOKE if args.smoke else []) + (
             [f"run.name={json.dumps(args.name)}"] if args.name else []) + args.set
         config = load_config(TrainConfig, args.config, overrides)
-        from pipelines import training  # torch, Ray and MLflow load only past the config check
+        from pipelines.training import driver as training  # torch, Ray and MLflow load only past the config check
 
         if args.dry_run:
             print(json.dumps({"config": config.model_dump(mode="json"), "plan": training.plan(config)}, indent=2))

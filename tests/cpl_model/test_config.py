@@ -9,7 +9,6 @@ import pytest
 
 from cpl_model import PRESETS, PROMPT_VARIANTS, CPRConfig, LossConfig, ModelConfig, build_model, preset
 
-
 # --- presets and round trips ----------------------------------------------------------------------
 
 def test_presets_and_variants_are_the_documented_ones():

@@ -10,8 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpl_model import (CPRConfig, CPRLoss, LossConfig, RestorationLoss, build_model, evaluate, image_metrics,
-                       routing_metrics, training_step)
+from cpl_model import (
+    CPRConfig,
+    CPRLoss,
+    LossConfig,
+    RestorationLoss,
+    build_model,
+    evaluate,
+    image_metrics,
+    routing_metrics,
+    training_step,
+)
 from cpl_model.prompts import Routing
 from cpl_model.steps import SITE_NAMES
 

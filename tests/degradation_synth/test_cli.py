@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from degradation_synth import RECIPES, RECIPE_SETS
+from degradation_synth import RECIPE_SETS, RECIPES
 from degradation_synth.__main__ import main
 from degradation_synth.preview import square_tile
 

@@ -12,8 +12,15 @@ import pytest
 from degradation_synth import DegradationKind, Recipe, Step, degrade, rng_for
 from degradation_synth.image import to_float
 from degradation_synth.ops import OPS
-from degradation_synth.ops.blur import (BlurParams, BlurSpec, blur_kernel, defocus_kernel, gaussian_kernel,
-                                        motion_kernel, shake_trajectory)
+from degradation_synth.ops.blur import (
+    BlurParams,
+    BlurSpec,
+    blur_kernel,
+    defocus_kernel,
+    gaussian_kernel,
+    motion_kernel,
+    shake_trajectory,
+)
 from degradation_synth.ops.haze import HazeSpec
 from degradation_synth.ops.jpeg import JpegSpec
 from degradation_synth.ops.low_light import LowLightSpec

@@ -378,7 +378,7 @@ def test_users_track_register_and_promote_through_the_server(server, s3_endpoint
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipelines import promotion
+    from pipelines.registry import lock, promotion
 
     assert create_user(server, "trainer", "trainer-password-1").status_code == 200
     assert create_user(server, "viewer", "viewer-password-1").status_code == 200
@@ -440,7 +440,7 @@ def test_users_track_register_and_promote_through_the_server(server, s3_endpoint
     assert client.get_registered_model(name).aliases == {promotion.CHAMPION: "1"}
     assert promotion.alias_version(client, name, promotion.PREVIOUS) is None
     with pytest.raises(MlflowException):
-        client.get_registered_model(name + promotion.LOCK_SUFFIX)  # the registry lock was released
+        client.get_registered_model(name + lock.LOCK_SUFFIX)  # the registry lock was released
     audit = client.get_experiment_by_name(promotion.EXPERIMENT)
     assert len(client.search_runs([audit.experiment_id])) == 2  # the promotion and the rollback
 

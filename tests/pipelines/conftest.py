@@ -86,7 +86,7 @@ def write_bad_inputs(folder: Path, *, patch: int, max_pixels: int) -> BadInputs:
     The images to be converted are at least ``patch`` on each side and below ``max_pixels``; ``huge.png``
     is above ``max_pixels`` and ``tiny.png`` below ``patch``.
     """
-    from pipelines import sources
+    from pipelines.data import sources
 
     folder.mkdir(parents=True, exist_ok=True)
     photo = next(iter(photo_halves(1, side=3 * patch).values()))  # BGR, long side 3 * patch
@@ -173,7 +173,7 @@ def s3_endpoint() -> str:
 
 
 def new_bucket() -> str:
-    from pipelines import storage
+    from pipelines.core import storage
 
     name = f"bucket-{uuid.uuid4().hex[:8]}"
     storage.s3_client().create_bucket(Bucket=name)
@@ -221,20 +221,20 @@ def ray_cluster(s3_endpoint):
 
 
 def synthesis_config(**changes: Any):
-    from pipelines import datasets
+    from pipelines.data import synthesis
 
-    return datasets.SynthesisConfig(**{**SYNTHESIS, **changes})
+    return synthesis.SynthesisConfig(**{**SYNTHESIS, **changes})
 
 
 def run_job(source: str, out: str, name: str, rows_per_shard: int = ROWS_PER_SHARD, **changes: Any) -> dict:
-    """``datasets.synthesize`` as the CLI calls it (the resolved config recorded); returns the manifest."""
-    from pipelines import datasets
-    from pipelines.synthesize import SynthesizeConfig
+    """``job.synthesize`` as the CLI calls it (the resolved config recorded); returns the manifest."""
+    from pipelines.data import job
+    from pipelines.data.job import SynthesizeConfig
 
-    config = SynthesizeConfig(source=source, output=datasets.OutputConfig(uri=out, name=name,
+    config = SynthesizeConfig(source=source, output=job.OutputConfig(uri=out, name=name,
                                                                           rows_per_shard=rows_per_shard),
                               synthesis=synthesis_config(**changes))
-    return datasets.synthesize(config.source, config.output, config.synthesis, config.model_dump(mode="json"))
+    return job.synthesize(config.source, config.output, config.synthesis, config.model_dump(mode="json"))
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def local_dataset(ray_cluster, tmp_path_factory) -> Published:
 @pytest.fixture(scope="session")
 def s3_dataset(ray_cluster, tmp_path_factory) -> Published:
     """The same photos packed into an S3 table, synthesized with the same config into an S3 dataset."""
-    from pipelines import sources
+    from pipelines.data import sources
 
     folder = tmp_path_factory.mktemp("s3-dataset") / "photos"
     write_photo_folder(folder)
@@ -402,8 +402,10 @@ def register_model(tracking_uri: str, name: str, model) -> str:
     """Log ``model`` the way training does (pyfunc, card, grid) into a new run and register it; its version."""
     from mlflow import MlflowClient
 
-    from pipelines.publishing import log_and_register
-    from pipelines.training_config import TrainConfig
+    from pipelines.registry.registration import log_and_register
+    from pipelines.training.config import TrainConfig
+    from pipelines.training.model_card import model_card
+    from pipelines.training.validation import image_grid
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("registry-tests")
@@ -413,8 +415,10 @@ def register_model(tracking_uri: str, name: str, model) -> str:
     photo = list(photo_halves(1, 64).values())[0]
     validation = {"degraded": (photo[None] * 0.5).astype(np.uint8), "clean": photo[None], "task": ["dim"]}
     per_task = {"dim": {"input_psnr": 0.0, "psnr": 0.0, "input_ssim": 0.0, "ssim": 0.0}}
-    _, version = log_and_register(config, config.model_dump(mode="json"), model, run_id, tracking_uri, "registry-test",
-                                  "dim benchmark", per_task, validation, step=1)
+    example = np.ascontiguousarray(validation["degraded"].transpose(0, 3, 1, 2), dtype=np.float32) / 255
+    _, version = log_and_register(model, run_id, tracking_uri, config=config.model_dump(mode="json"),
+                                  card=model_card(config, "registry-test", "dim benchmark", per_task, 1),
+                                  grid=image_grid(model, validation, 1), example=example, step=1, model_name=name)
     client.set_terminated(run_id)
     return version
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import datasets, sources, storage
+from pipelines.core import storage
+from pipelines.data import sources, versions
 
 from .conftest import REPO_ROOT, ROWS_PER_SHARD, SOURCE_COUNT, SYNTHESIS, shard_checksums
 
@@ -44,7 +45,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def latest(dataset: str) -> str:
-    return storage.read_bytes(storage.join(dataset, datasets.LATEST)).decode().strip()
+    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 def test_help_exits_0_and_shows_every_mode(run_cli):
@@ -90,7 +91,7 @@ def test_the_contract_form_publishes_a_version_identical_to_an_in_process_run_on
     version = latest(str(out / "pairs"))
     assert f"published {out / 'pairs' / f'v={version}'}" in result.stdout
     assert f"pairs: {SOURCE_COUNT} " in result.stdout
-    manifest = datasets.read_manifest(str(out / "pairs"))
+    manifest = versions.read_manifest(str(out / "pairs"))
     assert manifest["version"] == version != local_dataset.manifest["version"]
     assert shard_checksums(manifest) == shard_checksums(local_dataset.manifest)
     assert manifest["config"]["ray"]["num_cpus"] == 1
@@ -166,7 +167,7 @@ def dataset_with_a_leftover(local_dataset, tmp_path):
     shutil.copytree(local_dataset.uri, uri)
     leftover = uri / "v=20990101T000000Z-dead00"
     shutil.copytree(uri / f"v={local_dataset.manifest['version']}", leftover)
-    (leftover / datasets.MANIFEST).unlink()
+    (leftover / versions.MANIFEST).unlink()
     return uri, leftover
 
 
@@ -179,7 +180,7 @@ def test_clean_removes_exactly_the_unpublished_versions(run_cli, dataset_with_a_
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "removed 1 unpublished version(s): 20990101T000000Z-dead00"
     assert not leftover.exists()
-    assert datasets.read_manifest(str(uri)) == local_dataset.manifest
+    assert versions.read_manifest(str(uri)) == local_dataset.manifest
 
 
 @pytest.mark.slow
@@ -198,7 +199,8 @@ def test_clean_runs_in_its_documented_form_without_a_source(run_cli, dataset_wit
 STALL_BEFORE_PUBLISHING = """
 import os, sys, time
 sys.path.insert(0, os.getcwd())
-from pipelines import datasets, synthesize
+from pipelines import synthesize
+from pipelines.data import job
 
 def stall(dataset_uri, version, manifest):
     with open(os.environ["STALLED_MARKER"] + ".tmp", "w") as marker:
@@ -206,7 +208,7 @@ def stall(dataset_uri, version, manifest):
     os.replace(os.environ["STALLED_MARKER"] + ".tmp", os.environ["STALLED_MARKER"])
     time.sleep(600)
 
-datasets.publish = stall
+job.publish = stall  # the job calls it by this name
 sys.exit(synthesize.main(sys.argv[1:]))
 """
 
@@ -238,10 +240,10 @@ def test_a_run_killed_with_sigkill_before_publishing_leaves_nothing_readers_can_
     assert process.returncode == -signal.SIGKILL
     killed = marker.read_text()
     folder = uri / f"v={killed}"
-    assert any(folder.glob("part-*.parquet")) and not (folder / datasets.MANIFEST).exists()
-    assert datasets.published_versions(str(uri)) == [previous]
+    assert any(folder.glob("part-*.parquet")) and not (folder / versions.MANIFEST).exists()
+    assert versions.published_versions(str(uri)) == [previous]
     assert latest(str(uri)) == previous
     with pytest.raises(storage.StorageError, match="not a published version"):
-        datasets.read_manifest(str(uri), killed)
-    assert datasets.read_manifest(str(uri)) == local_dataset.manifest
-    assert datasets.remove_unpublished(str(uri)) == [killed]
+        versions.read_manifest(str(uri), killed)
+    assert versions.read_manifest(str(uri)) == local_dataset.manifest
+    assert versions.remove_unpublished(str(uri)) == [killed]

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from degradation_synth import RECIPE_SETS, RECIPES
-from pipelines.config import ConfigError, Frozen, load_config, parse_override
-from pipelines.datasets import SynthesisConfig
-from pipelines.synthesize import SynthesizeConfig
+from pipelines.core.config import ConfigError, Frozen, load_config, parse_override
+from pipelines.data.job import SynthesizeConfig
+from pipelines.data.synthesis import SynthesisConfig
 
 YAML = """\
 source: /data/clean

@@ -23,8 +23,10 @@ from mlflow import MlflowClient
 
 import cpl_model
 from degradation_synth.recipes import Recipe
-from pipelines import benchmarks, evaluation, models, provenance, sources, storage
-from pipelines.benchmarks import Case, Skip
+from pipelines.core import provenance, references, storage
+from pipelines.data import sources
+from pipelines.evaluation import benchmarks, reports, scoring
+from pipelines.evaluation.benchmarks import Case, Skip
 
 from .conftest import REPO_ROOT, photo_halves, scaled_model, write_dim_benchmark
 
@@ -53,7 +55,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def save_model(folder: Path, state: dict, scale: float) -> Path:
     """A checkpoint folder holding ``model.pt``, as a Ray Train checkpoint does."""
-    cpl_model.save_checkpoint(scaled_model(state, scale), folder / models.WEIGHTS)
+    cpl_model.save_checkpoint(scaled_model(state, scale), folder / references.WEIGHTS)
     return folder
 
 
@@ -87,7 +89,7 @@ def registered(registered_model) -> tuple[str, str]:
 
 def evaluation_runs(tracking_uri: str, tag: str, value: str) -> list:
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(evaluation.EXPERIMENT)
+    experiment = client.get_experiment_by_name(reports.EXPERIMENT)
     if experiment is None:
         return []
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tag}` = '{value}'")
@@ -128,7 +130,7 @@ def test_cli_scores_a_registered_model_on_a_paired_folder_reports_skips_and_logs
     markdown = (out / "report.md").read_text()
     assert f"{name} v{version}" in markdown and "dim/input/bad.png" in markdown and "| dimmer | 3 |" in markdown
     grid = cv2.imread(str(out / "grid.png"))
-    assert grid.shape == (5 * evaluation.GRID_PANEL, 3 * evaluation.GRID_PANEL, 3)  # 4 worst + 4 best of 5 cases
+    assert grid.shape == (5 * reports.GRID_PANEL, 3 * reports.GRID_PANEL, 3)  # 4 worst + 4 best of 5 cases
 
     (run,) = evaluation_runs(mlflow_server, "cpl.model_name", name)
     assert f"MLflow evaluation run: {run.info.run_id}" in result.stdout
@@ -159,7 +161,7 @@ def test_cli_with_the_identity_checkpoint_reports_model_metrics_exactly_equal_to
     assert result.returncode == 0, result.stderr[-4000:]
 
     report = json.loads((out / "report.json").read_text())
-    assert report["model"]["uri"] == str(checkpoint / models.WEIGHTS) and report["model"]["name"] is None
+    assert report["model"]["uri"] == str(checkpoint / references.WEIGHTS) and report["model"]["name"] is None
     assert report["data"]["skipped"] == MESSY_SKIPPED
     assert {task: s["count"] for task, s in report["tasks"].items()} == {"dim": 2, "dimmer": 3}
     for summary in [*report["tasks"].values(), report["all"]]:
@@ -168,7 +170,7 @@ def test_cli_with_the_identity_checkpoint_reports_model_metrics_exactly_equal_to
         assert 5 < summary["input"]["psnr"] < 30  # a darkened photo: far from the target, far from the cap
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == MESSY_IDS
-    assert all(row[name] == row[f"input_{name}"] for row in rows for name in evaluation.METRICS)
+    assert all(row[name] == row[f"input_{name}"] for row in rows for name in scoring.METRICS)
     assert (out / "report.md").is_file() and (out / "grid.png").is_file()
     assert "MLflow evaluation run" not in result.stdout
     assert evaluation_runs(mlflow_server, "cpl.model", str(checkpoint)) == []
@@ -206,13 +208,13 @@ def test_every_kind_of_reference_that_names_nothing_is_refused_naming_it(registe
     for reference, detail in [(f"models:/{unknown}/1", f"no registered model '{unknown}'"),
                               (f"models:/{name}/99", "version 99"),
                               (str(tmp_path / "no-such-run" / "checkpoint_000003"), "no checkpoint")]:
-        with pytest.raises(models.ModelNotFound) as refused:
-            models.resolve(reference, mlflow_server)
+        with pytest.raises(references.ModelNotFound) as refused:
+            references.resolve(reference, mlflow_server)
         assert str(refused.value).startswith(f"{reference}: ") and detail in str(refused.value)
 
 
 def test_cli_fails_with_exit_2_naming_a_model_file_that_is_not_a_checkpoint(eval_env, tmp_path):
-    garbage = tmp_path / "checkpoint" / models.WEIGHTS
+    garbage = tmp_path / "checkpoint" / references.WEIGHTS
     garbage.parent.mkdir()
     garbage.write_bytes(b"not a torch file at all")
     result = evaluate_cli(eval_env, "--model", str(garbage.parent), "--data",
@@ -279,7 +281,7 @@ def test_a_published_dataset_test_split_is_scored_per_task_with_the_manifest_cou
                                                                                       tmp_path):
     published = request.getfixturevalue(which)
     manifest = published.manifest
-    report, run_id = evaluation.run(str(checkpoint), published.uri, tmp_path / "out", evaluation.EvalSettings(),
+    report, run_id = reports.run(str(checkpoint), published.uri, tmp_path / "out", scoring.EvalSettings(),
                                     log=False)
     assert run_id is None
     per_task, per_recipe = expected_groups(manifest, "test")
@@ -301,8 +303,8 @@ def test_the_val_split_and_a_pinned_version_of_a_published_dataset_can_be_scored
     pinned = f"{local_dataset.uri}/v={manifest['version']}"
     benchmark = benchmarks.open_benchmark(pinned, "val")
     assert benchmark.split == "val" and benchmark.version == manifest["version"]
-    ref = models.resolve(str(checkpoint), "unused")
-    report = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(), "unused")
+    ref = references.resolve(str(checkpoint), "unused")
+    report = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused")
     per_task, _ = expected_groups(manifest, "val")
     assert {task: s["count"] for task, s in report["tasks"].items()} == per_task
     assert sorted(row["id"] for row in report["cases"]) == shard_sample_ids(local_dataset, "val")
@@ -338,10 +340,10 @@ def assert_same_up_to_rounding(ours: Any, theirs: Any) -> None:
 def test_ray_workers_give_the_same_rows_skips_and_summary_as_in_process(ray_cluster, brightener, tmp_path):
     data = messy_benchmark(tmp_path / "bench")
     checkpoint = cpl_model.save_checkpoint(scaled_model(brightener, 0.5), tmp_path / "half.pt")
-    ref = models.resolve(str(checkpoint), "unused")
+    ref = references.resolve(str(checkpoint), "unused")
     benchmark = benchmarks.open_benchmark(str(data))
-    local = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(workers=0), "unused")
-    spread = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(workers=2), "unused")
+    local = scoring.evaluate(ref, benchmark, scoring.EvalSettings(workers=0), "unused")
+    spread = scoring.evaluate(ref, benchmark, scoring.EvalSettings(workers=2), "unused")
     assert [row["id"] for row in local["cases"]] == MESSY_IDS
     assert_same_up_to_rounding(spread["cases"], local["cases"])
     assert spread["data"]["skipped"] == local["data"]["skipped"] == MESSY_SKIPPED
@@ -416,8 +418,8 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
 
     clean, degraded = photos[0], (photos[0] * 0.5).astype(np.uint8)
     benchmark = one_pair(tmp_path / "bench", degraded, clean)
-    ref = models.ModelRef("identity", "identity")
-    (row,) = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(), "unused",
+    ref = references.ModelRef("identity", "identity")
+    (row,) = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused",
                                  model=scaled_model(brightener, 0.0))["cases"]
     psnr = peak_signal_noise_ratio(clean, degraded, data_range=255)
     ssim = structural_similarity(clean, degraded, channel_axis=2, data_range=255)
@@ -425,7 +427,7 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
     assert row["ssim"] == row["input_ssim"] == pytest.approx(ssim, abs=1e-4)
 
     model = scaled_model(brightener, 1.0)
-    (row,) = evaluation.evaluate(ref, benchmark, evaluation.EvalSettings(), "unused", model=model)["cases"]
+    (row,) = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused", model=model)["cases"]
     with torch.inference_mode():
         restored = model(torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)
     restored = restored[0].permute(1, 2, 0).double().numpy()
@@ -438,12 +440,12 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
 
 def test_an_input_identical_to_its_target_reports_the_capped_psnr_and_perfect_ssim(brightener, photos, tmp_path):
     benchmark = one_pair(tmp_path / "bench", photos[0], photos[0])
-    report = evaluation.evaluate(models.ModelRef("identity", "identity"), benchmark, evaluation.EvalSettings(),
+    report = scoring.evaluate(references.ModelRef("identity", "identity"), benchmark, scoring.EvalSettings(),
                                  "unused", model=scaled_model(brightener, 0.0))
     (row,) = report["cases"]
-    assert row["psnr"] == row["input_psnr"] == row["psnr_y"] == evaluation.PSNR_CAP
+    assert row["psnr"] == row["input_psnr"] == row["psnr_y"] == scoring.PSNR_CAP
     assert row["ssim"] == pytest.approx(1.0) and row["ssim_y"] == pytest.approx(1.0)
-    assert report["all"]["model"]["psnr"] == evaluation.PSNR_CAP and report["all"]["gain_psnr"] == 0.0
+    assert report["all"]["model"]["psnr"] == scoring.PSNR_CAP and report["all"]["gain_psnr"] == 0.0
 
 
 def test_two_files_with_one_name_are_reported_not_guessed_between(tmp_path):
@@ -461,7 +463,7 @@ def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brighte
     write_rgb(data / "Rain100L (heavy)" / "input" / "0.png", (photo * 0.5).astype(np.uint8))
     write_rgb(data / "Rain100L (heavy)" / "target" / "0.png", photo)
     checkpoint = save_model(tmp_path / "checkpoint", brightener, 1.0)
-    report, run_id = evaluation.run(str(checkpoint), str(data), tmp_path / "out", evaluation.EvalSettings(), log=True,
+    report, run_id = reports.run(str(checkpoint), str(data), tmp_path / "out", scoring.EvalSettings(), log=True,
                                     experiment=unique("names"))
     assert list(report["tasks"]) == ["Rain100L (heavy)"]
     logged = MlflowClient(mlflow_server).get_run(run_id).data.metrics

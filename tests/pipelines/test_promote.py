@@ -20,13 +20,15 @@ import torch
 from mlflow import MlflowClient
 
 import cpl_model
-from pipelines import evaluation, promotion, storage
+from pipelines.core import storage
+from pipelines.evaluation import scoring
+from pipelines.registry import lock, promotion
 
 from .conftest import REPO_ROOT, free_port, write_dim_benchmark
 
 pytestmark = pytest.mark.slow
 
-FAST = evaluation.EvalSettings(grid_cases=1)
+FAST = scoring.EvalSettings(grid_cases=1)
 
 
 @pytest.fixture
@@ -239,7 +241,7 @@ def test_the_registry_lock_admits_one_holder_at_a_time(tracked):
     inside, most, guard = [0], [0], threading.Lock()
 
     def hold():
-        with promotion.registry_lock(tracked, name):
+        with lock.registry_lock(tracked, name):
             with guard:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
@@ -253,14 +255,14 @@ def test_the_registry_lock_admits_one_holder_at_a_time(tracked):
     for thread in threads:
         thread.join()
     assert most[0] == 1
-    assert not tracked.search_registered_models(f"name = '{name}{promotion.LOCK_SUFFIX}'")  # released
+    assert not tracked.search_registered_models(f"name = '{name}{lock.LOCK_SUFFIX}'")  # released
 
 
 def test_a_held_lock_times_out_with_its_holder_named(tracked):
     name = f"lock-{uuid.uuid4().hex[:8]}"
-    tracked.create_registered_model(name + promotion.LOCK_SUFFIX, description="held by someone@elsewhere pid 1")
+    tracked.create_registered_model(name + lock.LOCK_SUFFIX, description="held by someone@elsewhere pid 1")
     with pytest.raises(promotion.PromotionError, match="someone@elsewhere"):
-        with promotion.registry_lock(tracked, name, wait_s=0.5):
+        with lock.registry_lock(tracked, name, wait_s=0.5):
             pass
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import provenance
+from pipelines.core import provenance
 
 from .conftest import REPO_ROOT
 
@@ -59,11 +59,12 @@ def test_network_and_training_code_change_only_the_code_version(source_copy):
     append(source_copy / "cpl_model" / "blocks.py", "# an edit\n")
     assert versions()[0] != code and versions()[1] == synthesis
     code = versions()[0]
-    append(source_copy / "pipelines" / "training.py", "# an edit\n")
+    append(source_copy / "pipelines" / "training" / "driver.py", "# an edit\n")
     assert versions()[0] != code and versions()[1] == synthesis
 
 
-@pytest.mark.parametrize("edited", ["degradation_synth/ops/haze.py", "pipelines/datasets.py", "pipelines/sources.py"])
+@pytest.mark.parametrize("edited", ["degradation_synth/ops/haze.py", "pipelines/data/synthesis.py", "pipelines/data/shards.py",
+                                    "pipelines/data/sources.py"])
 def test_data_code_changes_both_versions(source_copy, edited):
     code, synthesis = versions()
     append(source_copy / edited, "# an edit\n")

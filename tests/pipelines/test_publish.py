@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from pipelines import datasets, storage
-from pipelines.storage import AlreadyExists, StorageError
+from pipelines.core import storage
+from pipelines.core.storage import AlreadyExists, StorageError
+from pipelines.data import versions
 
 from .conftest import run_together
 
@@ -31,7 +32,7 @@ def write_version(dataset: str, version: str, *, publish: bool = True, **extra) 
         storage.write_bytes(storage.join(dataset, f"v={version}", name), data)
     manifest = manifest_for(version, shards, **extra)
     if publish:
-        datasets.publish(dataset, version, manifest)
+        versions.publish(dataset, version, manifest)
     return manifest
 
 
@@ -44,11 +45,11 @@ def delete_object(uri: str) -> None:
 
 
 def latest(dataset: str) -> str:
-    return storage.read_bytes(storage.join(dataset, datasets.LATEST)).decode().strip()
+    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 def stored_manifest(dataset: str, version: str) -> dict:
-    return json.loads(storage.read_bytes(storage.join(dataset, f"v={version}", datasets.MANIFEST)))
+    return json.loads(storage.read_bytes(storage.join(dataset, f"v={version}", versions.MANIFEST)))
 
 
 @pytest.fixture
@@ -58,10 +59,10 @@ def dataset(root) -> str:
 
 def test_a_published_version_is_readable_listed_and_latest(dataset):
     manifest = write_version(dataset, OLD)
-    assert datasets.read_manifest(dataset) == manifest
-    assert datasets.read_manifest(dataset, OLD) == manifest
-    assert datasets.read_manifest(dataset, f"v={OLD}") == manifest
-    assert datasets.published_versions(dataset) == [OLD]
+    assert versions.read_manifest(dataset) == manifest
+    assert versions.read_manifest(dataset, OLD) == manifest
+    assert versions.read_manifest(dataset, f"v={OLD}") == manifest
+    assert versions.published_versions(dataset) == [OLD]
     assert latest(dataset) == OLD
 
 
@@ -70,58 +71,58 @@ def test_latest_follows_the_newest_version_whatever_the_publishing_order(dataset
     write_version(dataset, NEW)
     write_version(dataset, OLD)  # e.g. a slow job that started first
     assert latest(dataset) == NEW
-    assert datasets.published_versions(dataset) == [OLD, MID, NEW]
-    assert datasets.read_manifest(dataset)["version"] == NEW
+    assert versions.published_versions(dataset) == [OLD, MID, NEW]
+    assert versions.read_manifest(dataset)["version"] == NEW
 
 
 def test_publishing_a_version_twice_fails_and_keeps_the_first_manifest(dataset):
     first = write_version(dataset, MID, note="first")
     with pytest.raises(AlreadyExists):
-        datasets.publish(dataset, MID, {**first, "note": "second"})
+        versions.publish(dataset, MID, {**first, "note": "second"})
     assert stored_manifest(dataset, MID)["note"] == "first"
-    assert datasets.read_manifest(dataset, MID) == first
+    assert versions.read_manifest(dataset, MID) == first
 
 
 def test_concurrent_publishers_of_one_version_leave_exactly_one_intact_manifest(dataset):
     shards = {"part-train-00000.parquet": b"shared rows"}
     storage.write_bytes(storage.join(dataset, f"v={MID}", "part-train-00000.parquet"), shards["part-train-00000.parquet"])
-    results = run_together(6, lambda i: datasets.publish(dataset, MID, manifest_for(MID, shards, writer=i)))
+    results = run_together(6, lambda i: versions.publish(dataset, MID, manifest_for(MID, shards, writer=i)))
     winners = [i for i, result in enumerate(results) if result is None]
     assert len(winners) == 1, results
     assert all(isinstance(r, AlreadyExists) for i, r in enumerate(results) if i != winners[0])
-    assert datasets.read_manifest(dataset, MID)["writer"] == winners[0]
+    assert versions.read_manifest(dataset, MID)["writer"] == winners[0]
     assert latest(dataset) == MID
 
 
 def test_concurrent_publishers_of_different_versions_all_publish_and_latest_is_the_newest(dataset):
-    versions = [f"2026010{day}T000000Z-{day:06x}" for day in (4, 1, 7, 3, 9, 2)]
-    for version in versions:
+    names = [f"2026010{day}T000000Z-{day:06x}" for day in (4, 1, 7, 3, 9, 2)]
+    for version in names:
         storage.write_bytes(storage.join(dataset, f"v={version}", "part-train-00000.parquet"), version.encode())
-    manifests = {v: manifest_for(v, {"part-train-00000.parquet": v.encode()}) for v in versions}
-    results = run_together(len(versions), lambda i: datasets.publish(dataset, versions[i], manifests[versions[i]]))
-    assert results == [None] * len(versions)
-    assert datasets.published_versions(dataset) == sorted(versions)
-    assert all(datasets.read_manifest(dataset, v) == manifests[v] for v in versions)
-    assert latest(dataset) == max(versions)
+    manifests = {v: manifest_for(v, {"part-train-00000.parquet": v.encode()}) for v in names}
+    results = run_together(len(names), lambda i: versions.publish(dataset, names[i], manifests[names[i]]))
+    assert results == [None] * len(names)
+    assert versions.published_versions(dataset) == sorted(names)
+    assert all(versions.read_manifest(dataset, v) == manifests[v] for v in names)
+    assert latest(dataset) == max(names)
 
 
 def test_an_unpublished_version_does_not_exist_for_readers(dataset):
     write_version(dataset, OLD)
     write_version(dataset, NEW, publish=False)  # shards written, then the job died
     with pytest.raises(StorageError, match=f"v={NEW}: not a published version"):
-        datasets.read_manifest(dataset, NEW)
+        versions.read_manifest(dataset, NEW)
     with pytest.raises(StorageError, match=f"v={NEW}: not a published version"):
-        datasets.open_dataset(dataset, "train", version=NEW)
-    assert datasets.published_versions(dataset) == [OLD]
+        versions.open_dataset(dataset, "train", version=NEW)
+    assert versions.published_versions(dataset) == [OLD]
     assert latest(dataset) == OLD
-    assert datasets.read_manifest(dataset)["version"] == OLD
+    assert versions.read_manifest(dataset)["version"] == OLD
 
 
 def test_a_dataset_without_any_published_version_is_refused(dataset):
     write_version(dataset, OLD, publish=False)
     with pytest.raises(StorageError, match="no published version"):
-        datasets.read_manifest(dataset)
-    assert datasets.published_versions(dataset) == []
+        versions.read_manifest(dataset)
+    assert versions.published_versions(dataset) == []
 
 
 def test_a_tampered_shard_is_refused_naming_it(dataset):
@@ -129,11 +130,11 @@ def test_a_tampered_shard_is_refused_naming_it(dataset):
     shard = storage.join(dataset, f"v={OLD}", "part-train-00000.parquet")
     storage.write_bytes(shard, b"rows of someone else")
     with pytest.raises(ValueError, match="checksum mismatch") as caught:
-        datasets.read_manifest(dataset)
+        versions.read_manifest(dataset)
     assert str(caught.value).startswith(shard)
     with pytest.raises(ValueError, match="checksum mismatch"):
-        datasets.open_dataset(dataset, "train")
-    assert datasets.read_manifest(dataset, verify=False)["version"] == OLD  # the check is what refuses it
+        versions.open_dataset(dataset, "train")
+    assert versions.read_manifest(dataset, verify=False)["version"] == OLD  # the check is what refuses it
 
 
 def test_a_missing_shard_is_refused_naming_it(dataset):
@@ -141,30 +142,30 @@ def test_a_missing_shard_is_refused_naming_it(dataset):
     shard = storage.join(dataset, f"v={OLD}", "part-train-00000.parquet")
     delete_object(shard)
     with pytest.raises(StorageError, match="part-train-00000.parquet"):
-        datasets.read_manifest(dataset)
+        versions.read_manifest(dataset)
 
 
 def test_a_manifest_of_another_version_is_refused(dataset):
     manifest = write_version(dataset, OLD, publish=False)
-    datasets.publish(dataset, OLD, {**manifest, "version": MID})
+    versions.publish(dataset, OLD, {**manifest, "version": MID})
     with pytest.raises(ValueError, match="malformed .*version mismatch"):
-        datasets.read_manifest(dataset, OLD)
+        versions.read_manifest(dataset, OLD)
 
 
 def test_open_dataset_refuses_an_unknown_split(dataset):
     write_version(dataset, OLD)
     with pytest.raises(ValueError, match="split must be one of train, val, test"):
-        datasets.open_dataset(dataset, "validation")
+        versions.open_dataset(dataset, "validation")
 
 
 def test_remove_unpublished_deletes_exactly_the_unpublished_versions(dataset):
     kept = {v: write_version(dataset, v) for v in (OLD, NEW)}
     write_version(dataset, MID, publish=False)
     write_version(dataset, "20260401T000000Z-dddddd", publish=False)
-    assert datasets.remove_unpublished(dataset) == [MID, "20260401T000000Z-dddddd"]
+    assert versions.remove_unpublished(dataset) == [MID, "20260401T000000Z-dddddd"]
     remaining = {f.uri.removeprefix(dataset.rstrip("/") + "/") for f in storage.list_files(dataset)}
     assert remaining == {"LATEST"} | {f"v={v}/{name}" for v in kept for name in
                                       ("manifest.json", "part-train-00000.parquet")}
-    assert all(datasets.read_manifest(dataset, v) == m for v, m in kept.items())
+    assert all(versions.read_manifest(dataset, v) == m for v, m in kept.items())
     assert latest(dataset) == NEW
-    assert datasets.remove_unpublished(dataset) == []
+    assert versions.remove_unpublished(dataset) == []

@@ -21,7 +21,9 @@ import torch
 from mlflow import MlflowClient
 
 import cpl_model
-from pipelines import models, restoring, sources
+from pipelines.core import references
+from pipelines.data import sources
+from pipelines.serving import restoring
 
 from .conftest import REPO_ROOT, photo_halves, scaled_model
 
@@ -58,7 +60,7 @@ def files_under(folder: Path) -> list[str]:
 
 def save_model(folder: Path, state: dict, scale: float) -> Path:
     """A checkpoint folder holding ``model.pt``."""
-    cpl_model.save_checkpoint(scaled_model(state, scale), folder / models.WEIGHTS)
+    cpl_model.save_checkpoint(scaled_model(state, scale), folder / references.WEIGHTS)
     return folder
 
 
@@ -155,7 +157,7 @@ def test_rerun_keeps_existing_outputs_and_overwrite_restores_them_again(env, tra
     for path, image in zip(("a.png", "b.jpg", "sub/c.png"), photos, strict=True):
         write(tmp_path / "in" / path, image)
     out = tmp_path / "out"
-    args = ["--model", str(trained / models.WEIGHTS), "--input", str(tmp_path / "in"), "--output", str(out)]
+    args = ["--model", str(trained / references.WEIGHTS), "--input", str(tmp_path / "in"), "--output", str(out)]
 
     first = restore_cli(env, *args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -257,8 +259,8 @@ def test_an_s3_prefix_is_restored_into_another_prefix_with_an_s3_checkpoint(env,
         s3.put_object(Bucket=bucket, Key=f"in/{key}{ext}", Body=data)
         expected[f"{key}.png"] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     s3.put_object(Bucket=bucket, Key=f"in/{CORRUPT}", Body=b"\x00garbage, not a JPEG\xff" * 40)
-    s3.put_object(Bucket=bucket, Key=f"models/identity/{models.WEIGHTS}",
-                  Body=(save_model(tmp_path / "model", brightener, 0.0) / models.WEIGHTS).read_bytes())
+    s3.put_object(Bucket=bucket, Key=f"models/identity/{references.WEIGHTS}",
+                  Body=(save_model(tmp_path / "model", brightener, 0.0) / references.WEIGHTS).read_bytes())
 
     result = restore_cli(env, "--model", f"s3://{bucket}/models/identity", "--input", f"s3://{bucket}/in/",
                          "--output", f"s3://{bucket}/out")
@@ -285,7 +287,7 @@ def test_tiles_reproduce_the_identity_exactly_and_stay_close_to_the_whole_image_
 
     def restore(model: Path, name: str, tile: int | None) -> np.ndarray:
         output = tmp_path / f"{model.name}-{tile}" / "out.png"
-        summary = restoring.restore_images(models.resolve(str(model), ""), str(tmp_path / name), str(output),
+        summary = restoring.restore_images(references.resolve(str(model), ""), str(tmp_path / name), str(output),
                                            restoring.RestoreSettings(tile=tile, progress=False), "")
         assert summary.outcomes == {restoring.RESTORED: [str(tmp_path / name)]}
         return cv2.imread(str(output), cv2.IMREAD_UNCHANGED)
@@ -308,7 +310,7 @@ def test_ray_workers_write_the_same_bytes_as_in_process_and_report_the_corrupt_f
                                                                                   registered_brighteners, one_thread,
                                                                                   tmp_path):
     mixed_folder(tmp_path / "in")
-    ref = models.resolve(registered_brighteners[1.0], mlflow_server)
+    ref = references.resolve(registered_brighteners[1.0], mlflow_server)
     # One torch thread here as in each one-CPU actor: float sums can round a pixel differently with another count.
     local = restoring.restore_images(ref, str(tmp_path / "in"), str(tmp_path / "local"), FAST, mlflow_server)
     remote = restoring.restore_images(ref, str(tmp_path / "in"), str(tmp_path / "ray"),
@@ -327,9 +329,9 @@ def test_inputs_that_would_share_an_output_are_reported_and_relative_paths_reach
     write(tmp_path / "in" / "a.png", photo)
     write(tmp_path / "in" / "a.jpg", photo)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / models.WEIGHTS).write_bytes((identity / models.WEIGHTS).read_bytes())
+    (tmp_path / "model" / references.WEIGHTS).write_bytes((identity / references.WEIGHTS).read_bytes())
     monkeypatch.chdir(tmp_path)  # not where Ray started: actors resolve relative paths elsewhere
-    summary = restoring.restore_images(models.resolve("model", "unused"), "in", "out",
+    summary = restoring.restore_images(references.resolve("model", "unused"), "in", "out",
                                        restoring.RestoreSettings(workers=1, progress=False), "unused")
     assert summary.outcomes[restoring.RESTORED] == ["a.jpg"]
     assert summary.skipped == {restoring.SAME_OUTPUT: ["a.png"]}
@@ -339,6 +341,6 @@ def test_inputs_that_would_share_an_output_are_reported_and_relative_paths_reach
 def test_an_output_file_name_chooses_its_encoding(identity, tmp_path):
     photo = next(iter(photo_halves(1, 64).values()))
     write(tmp_path / "photo.png", photo)
-    ref = models.resolve(str(identity), "unused")
+    ref = references.resolve(str(identity), "unused")
     restoring.restore_images(ref, str(tmp_path / "photo.png"), str(tmp_path / "named.jpg"), FAST, "unused")
     assert (tmp_path / "named.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes under a .jpg name

@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import sources, storage
-from pipelines.sources import EMPTY, TOO_LARGE, TOO_SMALL, UNDECODABLE
+from pipelines.core import storage
+from pipelines.data import sources
+from pipelines.data.sources import EMPTY, TOO_LARGE, TOO_SMALL, UNDECODABLE
 
 from .conftest import photo_halves, write_photo_folder
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import storage
-from pipelines.storage import AlreadyExists, StorageError
+from pipelines.core import storage
+from pipelines.core.storage import AlreadyExists, StorageError
 
 from .conftest import run_together
 

@@ -19,9 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from degradation_synth import replay
-from pipelines import datasets, provenance, sources, storage
-from pipelines.datasets import SHARD_SCHEMA, split_of
-from pipelines.storage import StorageError
+from pipelines.core import provenance, storage
+from pipelines.core.storage import StorageError
+from pipelines.data import online, sources, versions
+from pipelines.data.shards import SHARD_SCHEMA
+from pipelines.data.synthesis import split_of
 
 from .conftest import (
     ROWS_PER_SHARD,
@@ -41,7 +43,7 @@ PATCH = SYNTHESIS["patch"]
 
 
 def latest(dataset: str) -> str:
-    return storage.read_bytes(storage.join(dataset, datasets.LATEST)).decode().strip()
+    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 def read_shards(dataset: str, manifest: dict) -> list[dict]:
@@ -75,22 +77,22 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def local_train_rows(local_dataset):
-    dataset = datasets.open_dataset(local_dataset.uri, "train")
+    dataset = versions.open_dataset(local_dataset.uri, "train")
     return SimpleNamespace(columns=dataset.schema().names, rows=dataset.take_all())
 
 
 def test_a_run_publishes_a_version_that_latest_names(local_dataset):
     version = local_dataset.manifest["version"]
     assert latest(local_dataset.uri) == version
-    assert datasets.published_versions(local_dataset.uri) == [version]
-    assert datasets.read_manifest(local_dataset.uri) == local_dataset.manifest
+    assert versions.published_versions(local_dataset.uri) == [version]
+    assert versions.read_manifest(local_dataset.uri) == local_dataset.manifest
 
 
 def test_a_version_folder_holds_exactly_its_shards_and_manifest(local_dataset):
     folder = Path(local_dataset.uri) / f"v={local_dataset.manifest['version']}"
-    expected = {shard["path"] for shard in local_dataset.manifest["shards"]} | {datasets.MANIFEST}
+    expected = {shard["path"] for shard in local_dataset.manifest["shards"]} | {versions.MANIFEST}
     assert {p.name for p in folder.iterdir()} == expected  # no partial files, no write probes
-    assert sorted(p.name for p in Path(local_dataset.uri).iterdir()) == [datasets.LATEST, folder.name]
+    assert sorted(p.name for p in Path(local_dataset.uri).iterdir()) == [versions.LATEST, folder.name]
 
 
 def test_the_manifest_counts_every_pair_by_split_and_recipe(local_dataset):
@@ -165,16 +167,16 @@ def test_rows_within_a_shard_are_sorted_by_sample_id(local_dataset):
 def test_an_s3_run_from_a_packed_table_publishes_a_checked_version(s3_dataset):
     manifest = s3_dataset.manifest
     assert latest(s3_dataset.uri) == manifest["version"]
-    assert datasets.published_versions(s3_dataset.uri) == [manifest["version"]]
-    assert datasets.read_manifest(s3_dataset.uri) == manifest  # verifies every shard's checksum on S3
+    assert versions.published_versions(s3_dataset.uri) == [manifest["version"]]
+    assert versions.read_manifest(s3_dataset.uri) == manifest  # verifies every shard's checksum on S3
     assert manifest["sources"] == {"uri": s3_dataset.source, "total": SOURCE_COUNT}
     stored = {f.uri.rsplit("/", 1)[1] for f in storage.list_files(
         storage.join(s3_dataset.uri, f"v={manifest['version']}"))}
-    assert stored == {s["path"] for s in manifest["shards"]} | {datasets.MANIFEST}
+    assert stored == {s["path"] for s in manifest["shards"]} | {versions.MANIFEST}
 
 
 def test_open_dataset_on_s3_yields_pairs_whose_records_replay(s3_dataset):
-    rows = datasets.open_dataset(s3_dataset.uri, "val").take_all()
+    rows = versions.open_dataset(s3_dataset.uri, "val").take_all()
     assert len(rows) == sum(s3_dataset.manifest["counts"]["val"].values()) > 0
     assert_pairs_replay(rows)
 
@@ -220,7 +222,7 @@ def interrupted(local_dataset, tmp_path_factory) -> Interrupted:
     attempted, create_only = [], storage.create_only
 
     def fail_on_manifests(target: str, data: bytes) -> None:
-        if target.endswith(datasets.MANIFEST):
+        if target.endswith(versions.MANIFEST):
             attempted.append(target)
             raise StorageError(f"{target}: simulated crash")
         create_only(target, data)
@@ -246,25 +248,25 @@ def rerun(interrupted, local_dataset, tmp_path_factory):
 def test_a_run_that_dies_before_its_manifest_publishes_nothing(interrupted):
     assert "simulated crash" in str(interrupted.error)
     leftover = Path(interrupted.uri) / f"v={interrupted.failed}"
-    assert any(leftover.glob("part-*.parquet")) and not (leftover / datasets.MANIFEST).exists()
-    assert datasets.published_versions(interrupted.uri) == [interrupted.previous]
+    assert any(leftover.glob("part-*.parquet")) and not (leftover / versions.MANIFEST).exists()
+    assert versions.published_versions(interrupted.uri) == [interrupted.previous]
     assert latest(interrupted.uri) == interrupted.previous
-    assert datasets.read_manifest(interrupted.uri)["version"] == interrupted.previous
+    assert versions.read_manifest(interrupted.uri)["version"] == interrupted.previous
 
 
 def test_readers_reject_the_unpublished_version(interrupted):
     with pytest.raises(StorageError, match="not a published version"):
-        datasets.read_manifest(interrupted.uri, interrupted.failed)
+        versions.read_manifest(interrupted.uri, interrupted.failed)
     with pytest.raises(StorageError, match="not a published version"):
-        datasets.open_dataset(interrupted.uri, "train", version=interrupted.failed)
+        versions.open_dataset(interrupted.uri, "train", version=interrupted.failed)
 
 
 def test_the_rerun_publishes_a_complete_version_with_the_same_bytes(interrupted, rerun):
     version = rerun.manifest["version"]
     assert version not in (interrupted.previous, interrupted.failed)
     assert latest(rerun.uri) == version
-    assert datasets.published_versions(rerun.uri) == sorted([interrupted.previous, version])
-    assert datasets.read_manifest(rerun.uri) == rerun.manifest
+    assert versions.published_versions(rerun.uri) == sorted([interrupted.previous, version])
+    assert versions.read_manifest(rerun.uri) == rerun.manifest
     leftover = Path(rerun.uri) / f"v={interrupted.failed}"
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in leftover.glob("part-*.parquet")} == shard_checksums(rerun.manifest)
@@ -273,10 +275,10 @@ def test_the_rerun_publishes_a_complete_version_with_the_same_bytes(interrupted,
 def test_remove_unpublished_deletes_the_leftover_and_only_it(interrupted, rerun, tmp_path):
     uri = str(tmp_path / "pairs")
     shutil.copytree(rerun.uri, uri)
-    published = {v: snapshot(Path(uri) / f"v={v}") for v in datasets.published_versions(uri)}
-    assert datasets.remove_unpublished(uri) == [interrupted.failed]
+    published = {v: snapshot(Path(uri) / f"v={v}") for v in versions.published_versions(uri)}
+    assert versions.remove_unpublished(uri) == [interrupted.failed]
     assert not (Path(uri) / f"v={interrupted.failed}").exists()
-    assert {v: snapshot(Path(uri) / f"v={v}") for v in datasets.published_versions(uri)} == published
+    assert {v: snapshot(Path(uri) / f"v={v}") for v in versions.published_versions(uri)} == published
     assert latest(uri) == rerun.manifest["version"]
 
 
@@ -337,15 +339,15 @@ def test_above_max_skipped_fraction_the_job_fails_and_publishes_nothing(bad_inpu
     with pytest.raises(RuntimeError, match="max_skipped_fraction") as caught:
         run_job(bad_inputs.source, str(tmp_path), "pairs", max_pixels=MAX_PIXELS, max_skipped_fraction=threshold)
     assert f"{skipped} of {total} sources were skipped" in str(caught.value)
-    assert datasets.published_versions(str(uri)) == [before]
+    assert versions.published_versions(str(uri)) == [before]
     assert latest(str(uri)) == before
-    assert [p for p in uri.rglob(datasets.MANIFEST)] == [uri / f"v={before}" / datasets.MANIFEST]
+    assert [p for p in uri.rglob(versions.MANIFEST)] == [uri / f"v={before}" / versions.MANIFEST]
 
 
 # --- online mode ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def online(local_dataset):
+def online_rows(local_dataset):
     """Train rows streamed by ``online_dataset`` with the shared config, and whether anything was written."""
     base = Path(local_dataset.source).parent
     before = snapshot(base)
@@ -353,24 +355,24 @@ def online(local_dataset):
     with pytest.MonkeyPatch.context() as patch:
         for name in ("write_bytes", "create_only", "advance_pointer", "delete_tree"):
             patch.setattr(storage, name, lambda *args, _name=name, **kwargs: writes.append((_name, args)))
-        dataset = datasets.online_dataset(local_dataset.source, synthesis_config(), "train")
+        dataset = online.online_dataset(local_dataset.source, synthesis_config(), "train")
         rows = dataset.take_all()
         columns = dataset.schema().names
     return SimpleNamespace(rows=rows, columns=columns, writes=writes, changed=snapshot(base) != before)
 
 
-def test_online_rows_have_the_same_columns_as_published_rows(online, local_train_rows):
-    assert online.columns == local_train_rows.columns
+def test_online_rows_have_the_same_columns_as_published_rows(online_rows, local_train_rows):
+    assert online_rows.columns == local_train_rows.columns
 
 
-def test_online_pairs_equal_the_published_pairs_of_the_same_config(online, local_train_rows):
+def test_online_pairs_equal_the_published_pairs_of_the_same_config(online_rows, local_train_rows):
     published = {row["sample_id"]: row for row in local_train_rows.rows}
-    streamed = {row["sample_id"]: row for row in online.rows}
+    streamed = {row["sample_id"]: row for row in online_rows.rows}
     assert streamed.keys() == published.keys()
     for sample_id, row in streamed.items():
         assert {k: row[k] for k in SHARD_SCHEMA.names} == {k: published[sample_id][k] for k in SHARD_SCHEMA.names}
 
 
-def test_online_mode_writes_nothing(online):
-    assert online.writes == []
-    assert not online.changed
+def test_online_mode_writes_nothing(online_rows):
+    assert online_rows.writes == []
+    assert not online_rows.changed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import datasets
-from pipelines.storage import StorageError
+from pipelines.core.storage import StorageError
+from pipelines.data import job
 
 from .conftest import run_job
 
@@ -17,7 +17,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the job started work before failing")
 
-    monkeypatch.setattr(datasets, "shard_plan", forbidden)
+    monkeypatch.setattr(job, "shard_plan", forbidden)
 
 
 def test_an_empty_source_folder_fails_before_any_work_naming_it(tmp_path, no_work):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import provenance
+from pipelines.core import provenance
 
 from .conftest import REPO_ROOT, free_port, new_bucket
 
@@ -50,7 +50,7 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> str:
 
 
 def checkpoint_steps(storage_uri: str, run_name: str) -> set[int]:
-    from pipelines import storage
+    from pipelines.core import storage
 
     return {int(part[5:]) for info in storage.list_files(storage.join(storage_uri, run_name))
             for part in info.uri.split("/") if part.startswith("step-")}

@@ -18,10 +18,12 @@ import pytest
 import torch
 
 import cpl_model
-from pipelines import datasets, sources, tracking, training, worker
-from pipelines.config import load_config
-from pipelines.tracking import LOCAL_TRACKING_URI
-from pipelines.training_config import TrainConfig, tracking_uri
+from pipelines.core import tracking
+from pipelines.core.config import load_config
+from pipelines.core.tracking import LOCAL_TRACKING_URI
+from pipelines.data import job, online, shards, sources, synthesis, versions
+from pipelines.training import driver, loop, validation
+from pipelines.training.config import TrainConfig, tracking_uri
 
 from .conftest import REPO_ROOT, free_port, synthesis_config, write_photo_folder
 
@@ -39,7 +41,7 @@ def unique(prefix: str) -> str:
 # --- warmup_cosine -----------------------------------------------------------------------------------
 
 def test_warmup_ramps_linearly_and_reaches_one_on_its_last_step():
-    factor = worker.warmup_cosine(warmup=10, total=100, floor=0.1)
+    factor = loop.warmup_cosine(warmup=10, total=100, floor=0.1)
     ramp = [factor(step) for step in range(10)]
     assert ramp[-1] == pytest.approx(1.0)
     assert np.diff(ramp) == pytest.approx(np.full(9, 0.1))  # equal increments: linear
@@ -47,7 +49,7 @@ def test_warmup_ramps_linearly_and_reaches_one_on_its_last_step():
 
 
 def test_after_warmup_the_cosine_decays_monotonically_to_the_floor_and_stays_there():
-    factor = worker.warmup_cosine(warmup=10, total=100, floor=0.1)
+    factor = loop.warmup_cosine(warmup=10, total=100, floor=0.1)
     assert factor(10) == pytest.approx(1.0)
     decay = [factor(step) for step in range(10, 101)]
     assert (np.diff(decay) <= 1e-12).all()  # non-increasing
@@ -57,7 +59,7 @@ def test_after_warmup_the_cosine_decays_monotonically_to_the_floor_and_stays_the
 
 
 def test_without_warmup_the_schedule_starts_at_one():
-    factor = worker.warmup_cosine(warmup=0, total=20, floor=0.0)
+    factor = loop.warmup_cosine(warmup=0, total=20, floor=0.0)
     assert factor(0) == pytest.approx(1.0)
     assert factor(20) == pytest.approx(0.0)
 
@@ -66,7 +68,7 @@ def test_without_warmup_the_schedule_starts_at_one():
 
 def test_deepspeed_global_batch_is_micro_batch_times_accumulation_times_world_size():
     config = train_config("data.batch_size=3", "optim.accumulation=4")
-    ds_config = worker.deepspeed_config(config, world_size=2, on_gpu=False)
+    ds_config = loop.deepspeed_config(config, world_size=2, on_gpu=False)
     assert ds_config["train_micro_batch_size_per_gpu"] == 3
     assert ds_config["gradient_accumulation_steps"] == 4
     assert ds_config["train_batch_size"] == 3 * 4 * 2
@@ -79,12 +81,12 @@ def test_deepspeed_global_batch_is_micro_batch_times_accumulation_times_world_si
 ])
 def test_precision_auto_means_bf16_on_gpu_only_and_explicit_choices_are_honoured(precision, on_gpu, bf16):
     config = train_config(f"optim.precision={precision}")
-    assert worker.deepspeed_config(config, world_size=1, on_gpu=on_gpu)["bf16"] == {"enabled": bf16}
+    assert loop.deepspeed_config(config, world_size=1, on_gpu=on_gpu)["bf16"] == {"enabled": bf16}
 
 
 def test_zero_stage_and_gradient_clipping_reach_deepspeed():
     config = TrainConfig.model_validate({"optim": {"zero_stage": 2, "grad_clip": 0.25}})
-    ds_config = worker.deepspeed_config(config, world_size=1, on_gpu=False)
+    ds_config = loop.deepspeed_config(config, world_size=1, on_gpu=False)
     assert ds_config["zero_optimization"] == {"stage": 2}
     assert ds_config["gradient_clipping"] == 0.25
 
@@ -101,7 +103,7 @@ def test_to_tensors_decodes_raw_uint8_rows_into_exact_float_images_and_keeps_the
              "clean": np.array([image.tobytes() for image in clean], dtype=object),
              "task": np.array(["noise", COMPOSITE, "haze"], dtype=object),
              "height": np.full(3, height, np.int32), "width": np.full(3, width, np.int32)}
-    out = worker.to_tensors(batch)
+    out = loop.to_tensors(batch)
     assert out["task"] == ["noise", COMPOSITE, "haze"]
     for name, images in (("degraded", degraded), ("clean", clean)):
         tensor = out[name]
@@ -149,7 +151,7 @@ def validated() -> tuple[torch.nn.Module, dict, dict[str, float]]:
     """The tiny sparse model validated once on the hand-made pairs, in chunks of 4 (so 6 pairs span two)."""
     model, pairs = cpl_model.build_model("tiny"), hand_made_pairs()
     model.eval()
-    return model, pairs, worker.validate(model, pairs, torch.device("cpu"), torch.float32, batch_size=4)
+    return model, pairs, validation.validate(model, pairs, torch.device("cpu"), torch.float32, batch_size=4)
 
 
 def test_validate_reports_overall_and_per_task_metrics_under_mlflow_safe_names(validated):
@@ -195,7 +197,7 @@ def test_validate_on_identical_images_with_an_identity_model_reports_finite_psnr
     torch.nn.init.zeros_(model.output.weight)  # the global residual alone: output == input
     pairs = hand_made_pairs()
     pairs = {**pairs, "degraded": pairs["clean"].copy()}
-    metrics = worker.validate(model, pairs, torch.device("cpu"), torch.float32)
+    metrics = validation.validate(model, pairs, torch.device("cpu"), torch.float32)
     assert all(math.isfinite(value) for value in metrics.values()), metrics
     assert metrics["val/psnr"] == metrics["val/input_psnr"] == 100.0
     assert metrics["val/ssim"] == pytest.approx(1.0)
@@ -297,21 +299,21 @@ def test_a_resumed_run_keeps_the_dataset_version_it_started_with_after_latest_mo
     experiment, name = unique("exp"), unique("run")
     tracking.start_or_resume_run(mlflow_server, experiment, name, {},
                                  {"dataset": dataset, "dataset.version": first})
-    newer = datasets.new_version()
+    newer = job.new_version()
     shutil.copytree(Path(dataset, f"v={first}"), Path(dataset, f"v={newer}"),
-                    ignore=shutil.ignore_patterns(datasets.MANIFEST))
-    datasets.publish(dataset, newer, {**local_dataset.manifest, "version": newer})
-    assert datasets.resolve_version(dataset) == newer  # LATEST has moved
+                    ignore=shutil.ignore_patterns(versions.MANIFEST))
+    versions.publish(dataset, newer, {**local_dataset.manifest, "version": newer})
+    assert versions.resolve_version(dataset) == newer  # LATEST has moved
 
     config = train_config(f"data.dataset={dataset}", f"tracking.experiment={experiment}")
-    assert training.dataset_version(config, mlflow_server, name) == first  # the resumed run: its own version
-    assert training.dataset_version(config, mlflow_server, unique("run")) == newer  # a new run: LATEST
+    assert driver.dataset_version(config, mlflow_server, name) == first  # the resumed run: its own version
+    assert driver.dataset_version(config, mlflow_server, unique("run")) == newer  # a new run: LATEST
     pinned = train_config(f"data.dataset={dataset}", f"tracking.experiment={experiment}", f"data.version={newer}")
-    assert training.dataset_version(pinned, mlflow_server, name) == newer  # an explicit version is taken as given
+    assert driver.dataset_version(pinned, mlflow_server, name) == newer  # an explicit version is taken as given
     other = unique("run")  # a run of the same name that trained on another dataset: its tag does not apply
     tracking.start_or_resume_run(mlflow_server, experiment, other, {},
                                  {"dataset": local_dataset.uri, "dataset.version": first})
-    assert training.dataset_version(config, mlflow_server, other) == newer
+    assert driver.dataset_version(config, mlflow_server, other) == newer
 
 
 def test_run_logger_logs_every_step_once_even_when_a_restart_flushes_overlapping_steps(mlflow_server):
@@ -348,7 +350,7 @@ def sorted_rows(dataset) -> list[dict]:
 
 def test_an_online_stream_makes_fresh_distinct_crops_each_pass_deterministically(ray_cluster, few_photos):
     config = synthesis_config(crops_per_image=2, val_fraction=0.0, test_fraction=0.0)
-    rows = sorted_rows(datasets.online_dataset(str(few_photos), config, "train", passes=2))
+    rows = sorted_rows(online.online_dataset(str(few_photos), config, "train", passes=2))
     assert len(rows) == 4 * 2 * 2
     assert len({row["sample_id"] for row in rows}) == len(rows)
     crops = defaultdict(list)
@@ -358,21 +360,21 @@ def test_an_online_stream_makes_fresh_distinct_crops_each_pass_deterministically
         assert row["split"] == "train"
     assert {source: sorted(c) for source, c in crops.items()} == {source: [0, 1, 2, 3] for source in crops}
     assert len({row["clean"] for row in rows}) == len(rows)  # every pair is a new crop
-    assert set(rows[0]) == set(datasets.SHARD_SCHEMA.names)  # the rows open_dataset yields
+    assert set(rows[0]) == set(shards.SHARD_SCHEMA.names)  # the rows open_dataset yields
 
-    again = sorted_rows(datasets.online_dataset(str(few_photos), config, "train", passes=2))
+    again = sorted_rows(online.online_dataset(str(few_photos), config, "train", passes=2))
     assert again == rows
 
-    later = sorted_rows(datasets.online_dataset(str(few_photos), config, "train", passes=1, first_pass=1))
+    later = sorted_rows(online.online_dataset(str(few_photos), config, "train", passes=1, first_pass=1))
     assert later == [row for row in rows if row["crop"] >= config.crops_per_image]
 
 
 def test_validation_pairs_apply_every_recipe_to_crops_of_each_val_source_only(photo_folder):
     config = synthesis_config(val_fraction=0.3, test_fraction=0.3, patch=48)
-    pairs = datasets.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
+    pairs = synthesis.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
     contents = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in photo_folder.iterdir()}
     val_sources = sorted(name for name, content in contents.items()
-                         if datasets.split_of(content, config.val_fraction, config.test_fraction) == "val")
+                         if synthesis.split_of(content, config.val_fraction, config.test_fraction) == "val")
     assert val_sources and len(val_sources) < len(contents)  # the check below means something
     recipes = [recipe.name for recipe in config.resolved_recipes()]
     assert sorted(pairs["sample_id"]) == sorted(f"{source}#{crop}/{recipe}" for source in val_sources
@@ -390,7 +392,7 @@ def test_validation_pairs_apply_every_recipe_to_crops_of_each_val_source_only(ph
     assert all(len(cleans) == 1 for cleans in by_crop.values())
     assert len({next(iter(c)) for c in by_crop.values()}) == len(by_crop)
 
-    again = datasets.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
+    again = synthesis.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
     assert again["sample_id"] == pairs["sample_id"] and again["task"] == pairs["task"]
     np.testing.assert_array_equal(again["degraded"], pairs["degraded"])
     np.testing.assert_array_equal(again["clean"], pairs["clean"])
@@ -399,7 +401,7 @@ def test_validation_pairs_apply_every_recipe_to_crops_of_each_val_source_only(ph
 def test_validation_pairs_from_an_empty_val_split_fail_naming_the_split(few_photos):
     config = synthesis_config(val_fraction=0.0, test_fraction=0.3)
     with pytest.raises(ValueError, match="val split"):
-        datasets.validation_pairs(str(few_photos), config)
+        synthesis.validation_pairs(str(few_photos), config)
 
 
 def test_read_unit_of_a_folder_gives_one_row_per_file_with_its_relative_id_and_content_hash(few_photos):
@@ -421,7 +423,7 @@ def stream_config(*overrides: str) -> TrainConfig:
 
 def test_a_resumed_online_stream_starts_at_the_pass_its_checkpoint_reached(ray_cluster, few_photos):
     """4 photos, 1 crop each: a pass is 4 samples, so step 4 (of 8, 1 sample each) has used pass 0."""
-    stream = training.online_training_stream(str(few_photos), stream_config(), samples_per_step=1, resume_step=4)
+    stream = driver.online_training_stream(str(few_photos), stream_config(), samples_per_step=1, resume_step=4)
     crops = Counter(int(row["crop"]) for row in stream.take_all())
     assert min(crops) == 1  # pass 0 is not replayed
     assert sum(crops.values()) >= 4  # enough for the 4 steps left
@@ -430,7 +432,7 @@ def test_a_resumed_online_stream_starts_at_the_pass_its_checkpoint_reached(ray_c
 def test_a_resumed_online_stream_from_a_packed_table_starts_where_the_same_photos_in_a_folder_do(
         ray_cluster, few_photos, tmp_path):
     sources.pack(str(few_photos), str(tmp_path / "packed"), rows_per_file=4)  # one Parquet file, 4 photos
-    stream = training.online_training_stream(str(tmp_path / "packed"), stream_config(), samples_per_step=1,
+    stream = driver.online_training_stream(str(tmp_path / "packed"), stream_config(), samples_per_step=1,
                                              resume_step=4)
     assert min(int(row["crop"]) for row in stream.take_all()) == 1  # the folder's stream starts at pass 1
 
@@ -438,21 +440,21 @@ def test_a_resumed_online_stream_from_a_packed_table_starts_where_the_same_photo
 @pytest.mark.parametrize("max_pairs", [3, 1000])
 def test_published_validation_holds_the_first_max_pairs_of_the_val_split_by_sample_id(local_dataset, max_pairs):
     config = train_config(f"data.dataset={local_dataset.uri}", f"validation.max_pairs={max_pairs}")
-    validation = training.published_validation(config, local_dataset.manifest["version"])
-    everything = sorted(datasets.open_dataset(local_dataset.uri, "val").take_all(), key=lambda r: r["sample_id"])
+    validation = driver.published_validation(config, local_dataset.manifest["version"])
+    everything = sorted(versions.open_dataset(local_dataset.uri, "val").take_all(), key=lambda r: r["sample_id"])
     expected = everything[:max_pairs]
     assert 3 < len(everything) < 1000  # so that one case cuts the split and the other takes all of it
     assert validation["sample_id"] == [row["sample_id"] for row in expected]
     assert validation["task"] == [row["task"] for row in expected]
     rows = {column: [row[column] for row in expected] for column in ("degraded", "clean", "height", "width")}
-    np.testing.assert_array_equal(validation["degraded"], datasets.pair_images(rows, "degraded"))
-    np.testing.assert_array_equal(validation["clean"], datasets.pair_images(rows, "clean"))
+    np.testing.assert_array_equal(validation["degraded"], shards.pair_images(rows, "degraded"))
+    np.testing.assert_array_equal(validation["clean"], shards.pair_images(rows, "clean"))
 
 
 # --- latest_checkpoint_step and preflight ------------------------------------------------------------
 
 def test_latest_checkpoint_step_is_zero_for_a_run_without_a_folder(tmp_path):
-    assert training.latest_checkpoint_step(str(tmp_path / "runs"), "never-ran") == 0
+    assert driver.latest_checkpoint_step(str(tmp_path / "runs"), "never-ran") == 0
 
 
 def test_latest_checkpoint_step_is_the_largest_step_folder_of_the_run(tmp_path):
@@ -466,14 +468,14 @@ def test_latest_checkpoint_step_is_the_largest_step_folder_of_the_run(tmp_path):
     other = storage_uri / "r2" / "step-00000099"  # another run's checkpoint
     other.mkdir(parents=True)
     (other / "model.pt").write_bytes(b"weights")
-    assert training.latest_checkpoint_step(str(storage_uri), "r1") == 12
+    assert driver.latest_checkpoint_step(str(storage_uri), "r1") == 12
 
 
 def test_latest_checkpoint_step_ignores_a_run_name_that_looks_like_a_checkpoint_folder(tmp_path):
     folder = tmp_path / "runs" / "step-99" / "step-00000004"
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"weights")
-    assert training.latest_checkpoint_step(str(tmp_path / "runs"), "step-99") == 4
+    assert driver.latest_checkpoint_step(str(tmp_path / "runs"), "step-99") == 4
 
 
 @pytest.fixture
@@ -487,18 +489,18 @@ def local_job(monkeypatch, tmp_path):
 def test_preflight_rejects_local_workers_that_leave_no_cpu_for_data(local_job):
     config = train_config(*local_job, "scaling.workers=2", "scaling.cpus_per_worker=1")
     with pytest.raises(ValueError, match="scaling"):
-        training.preflight(config)
+        driver.preflight(config)
 
 
 def test_preflight_accepts_workers_that_leave_a_cpu_for_data(local_job):
-    training.preflight(train_config(*local_job, "scaling.workers=1", "scaling.cpus_per_worker=1"))
-    training.preflight(train_config(*local_job, "scaling.workers=2", "scaling.cpus_per_worker=0.5"))
+    driver.preflight(train_config(*local_job, "scaling.workers=1", "scaling.cpus_per_worker=1"))
+    driver.preflight(train_config(*local_job, "scaling.workers=2", "scaling.cpus_per_worker=0.5"))
 
 
 def test_preflight_names_an_unreachable_tracking_server(local_job):
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match=url.replace(".", r"\.")):
-        training.preflight(train_config(*local_job, f"tracking.uri={url}"))
+        driver.preflight(train_config(*local_job, f"tracking.uri={url}"))
 
 
 # --- shipped configs ---------------------------------------------------------------------------

@@ -20,8 +20,9 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from degradation_synth import replay
-from pipelines import datasets, sources
-from pipelines.datasets import PAIR_COLUMNS, SHARD_SCHEMA, Synthesize, shard_plan, split_of, write_shards
+from pipelines.data import shards, sources, synthesis
+from pipelines.data.shards import SHARD_SCHEMA, shard_plan, write_shards
+from pipelines.data.synthesis import PAIR_COLUMNS, Synthesize, split_of
 
 from .conftest import photo_halves
 
@@ -44,8 +45,8 @@ def batch_of(files: dict[str, bytes]) -> dict[str, np.ndarray]:
             "bytes": np.array([files[i] for i in ids], dtype=object)}
 
 
-def config(**changes) -> datasets.SynthesisConfig:
-    return datasets.SynthesisConfig(**{"seed": 1, "recipes": "noise25,haze", "patch": PATCH, "crops_per_image": 2,
+def config(**changes) -> synthesis.SynthesisConfig:
+    return synthesis.SynthesisConfig(**{"seed": 1, "recipes": "noise25,haze", "patch": PATCH, "crops_per_image": 2,
                                        "val_fraction": 0.3, "test_fraction": 0.3, **changes})
 
 
@@ -206,9 +207,8 @@ def test_the_plan_of_a_folder_and_of_its_packed_table_name_the_same_sources_per_
 
 @pytest.mark.parametrize("rows, crops, expected", [(512, 64, 9), (512, 4, 142), (2, 1, 2), (1, 64, 1)])
 def test_a_task_gets_enough_sources_for_a_train_shard_of_rows_per_shard(rows, crops, expected):
-    output = datasets.OutputConfig(rows_per_shard=rows)
-    assert datasets.sources_per_shard(output, config(crops_per_image=crops, val_fraction=0.05,
-                                                     test_fraction=0.05)) == expected
+    assert shards.sources_per_shard(rows, config(crops_per_image=crops, val_fraction=0.05,
+                                                 test_fraction=0.05)) == expected
 
 
 # --- write_shards ------------------------------------------------------------------------------------

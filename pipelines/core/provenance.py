@@ -18,14 +18,15 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding the three packages
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) holding the three packages
 
 
 @functools.cache
 def synthesis_code_version() -> str:
     """All of ``degradation_synth``, this package's decoding, cropping and shard writing, and the numpy
     and OpenCV versions."""
-    files = _sources("degradation_synth") + [_ROOT / "pipelines" / name for name in ("datasets.py", "sources.py")]
+    files = _sources("degradation_synth") + [_ROOT / "pipelines" / "data" / name
+                                             for name in ("sources.py", "synthesis.py", "shards.py")]
     return _version(files, "numpy", "cv2")
 
 

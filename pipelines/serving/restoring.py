@@ -22,7 +22,8 @@ import torch
 
 import cpl_model
 
-from . import models, sources, storage
+from ..core import references, storage
+from ..data import sources
 
 FORMATS = {"png": [cv2.IMWRITE_PNG_COMPRESSION, 3], "jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
            "webp": [cv2.IMWRITE_WEBP_QUALITY, 100], "tif": []}
@@ -123,7 +124,7 @@ class _RayRestorer:
 
     def __init__(self, ref: dict, tracking_uri: str, settings: RestoreSettings) -> None:
         self.device = "cuda" if settings.use_gpu else "cpu"
-        self.model = models.load(models.ModelRef(**ref), tracking_uri, self.device)
+        self.model = references.load(references.ModelRef(**ref), tracking_uri, self.device)
         self.settings = settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
@@ -132,7 +133,7 @@ class _RayRestorer:
         return {"source": list(batch["source"]), "outcome": outcomes}
 
 
-def restore_images(ref: models.ModelRef, input_uri: str, output_uri: str, settings: RestoreSettings,
+def restore_images(ref: references.ModelRef, input_uri: str, output_uri: str, settings: RestoreSettings,
                    tracking_uri: str) -> RestoreSummary:
     """Restore every image ``input_uri`` names into ``output_uri``; see the module docstring."""
     if settings.format not in FORMATS:
@@ -148,7 +149,7 @@ def restore_images(ref: models.ModelRef, input_uri: str, output_uri: str, settin
         results = _restore_with_ray(ref, pairs, settings, tracking_uri)
     else:
         device = "cuda" if settings.use_gpu else "cpu"
-        model = models.load(ref, tracking_uri, device)
+        model = references.load(ref, tracking_uri, device)
         results = [(source, restore_file(model, source, target, settings, device))
                    for source, target in _progress(pairs, settings.progress and len(pairs) > 1)]
     for source, outcome in results:
@@ -168,7 +169,7 @@ def _progress(pairs: list[tuple[str, str]], show: bool) -> Any:
 def _restore_with_ray(ref, pairs, settings: RestoreSettings, tracking_uri: str) -> list[tuple[str, str]]:
     import ray.data
 
-    from .runtime import RayConfig, init_ray
+    from ..core.runtime import RayConfig, init_ray
 
     init_ray(RayConfig(progress_bars=settings.progress))
     files = ray.data.from_items([{"source": source, "target": target} for source, target in pairs])

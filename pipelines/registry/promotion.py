@@ -21,28 +21,22 @@ the ``cpl-promotions`` experiment with ``decision.json`` and both evaluation rep
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
-import os
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from . import benchmarks, evaluation, models, tracking
+from ..core import references, tracking
+from ..evaluation import benchmarks
+from ..evaluation.reports import evaluate_and_record
+from ..evaluation.scoring import EvalSettings
+from .lock import PromotionError, registry_lock, who
 
 CHAMPION, PREVIOUS = "champion", "previous-champion"
 EXPERIMENT = "cpl-promotions"
 TAG = "cpl.promotion."
-LOCK_SUFFIX = ".promotion-lock"
-LOCK_WAIT_S = 60.0  # the critical section takes well under a second; waiting longer means trouble
-LOCK_STALE_S = 600.0  # a lock this old was left by a killed process
-
-
-class PromotionError(RuntimeError):
-    """The registry was not changed (or is exactly as before); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ class Decision:
     data: dict[str, Any]
     evaluations: dict[str, str | None] = field(default_factory=dict)  # role -> evaluation run id
     at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    by: str = field(default_factory=lambda: _who())
+    by: str = field(default_factory=lambda: who())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,7 +122,7 @@ def alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-def propose(reference: str, data: str, gate: Gate, settings: evaluation.EvalSettings, out: Path,
+def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: Path,
             split: str = "test") -> Decision:
     """Evaluate the challenger ``reference`` (a registered version) and the current champion on ``data``.
 
@@ -137,7 +131,7 @@ def propose(reference: str, data: str, gate: Gate, settings: evaluation.EvalSett
     """
     uri = tracking.resolve_tracking_uri()
     tracking.check_reachable(uri)
-    challenger = models.resolve(reference, uri)
+    challenger = references.resolve(reference, uri)
     if challenger.version is None:
         raise PromotionError(f"{reference}: only a registered model version can be promoted "
                              "(models:/<name>/<version> or models:/<name>@<alias>)")
@@ -148,10 +142,10 @@ def propose(reference: str, data: str, gate: Gate, settings: evaluation.EvalSett
     benchmark = benchmarks.open_benchmark(data, split)  # opened once: both models see the same pairs
     refs = {"challenger": challenger}
     if champion_version:
-        refs["champion"] = models.resolve(f"models:/{challenger.name}/{champion_version}", uri)
+        refs["champion"] = references.resolve(f"models:/{challenger.name}/{champion_version}", uri)
     reports, runs = {}, {}
     for role, ref in refs.items():
-        reports[role], runs[role] = evaluation.evaluate_and_record(ref, benchmark, settings, uri, out / role)
+        reports[role], runs[role] = evaluate_and_record(ref, benchmark, settings, uri, out / role)
     promote, reason, table, mean_gain = judge(reports["challenger"], reports.get("champion"), gate)
     return Decision(promote, reason, challenger.name, challenger.version, champion_version, gate, table, mean_gain,
                     benchmark.describe(), runs)
@@ -210,17 +204,12 @@ def rollback(name: str, reason: str, out: Path) -> dict[str, Any]:
         record = {"name": name, "champion_before": champion, "champion": previous,
                   "previous_champion": before if before and before != champion else None, "reason": reason,
                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "by": _who()}
+                  "by": who()}
         if champion:
             for key in ("at", "by", "reason"):
                 client.set_model_version_tag(name, champion, f"cpl.rollback.{key}", record[key])
     _audit(uri, f"rollback {name} to v{previous}", record, {}, out)
     return record
-
-
-def _who() -> str:
-    """Who decides, for the audit trail: user@host."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _label(version: str | None) -> str:
@@ -264,57 +253,3 @@ def _audit(uri: str, title: str, record: dict[str, Any], texts: dict[str, str], 
     with mlflow.start_run(experiment_id=experiment_id, run_name=title, tags=tags):
         for filename in files:  # the evaluation reports are in their own runs (ids in decision.json)
             mlflow.log_artifact(str(out / filename))
-
-
-@contextlib.contextmanager
-def registry_lock(client, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold ``<name>.promotion-lock``: a registered model whose creation only one process can win.
-
-    Raises:
-        PromotionError: the lock stayed held for ``wait_s`` seconds (naming holder and how to clear it).
-    """
-    from mlflow.exceptions import MlflowException
-
-    lock = name + LOCK_SUFFIX
-    holder = f"{_who()} pid {os.getpid()}"
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            client.create_registered_model(lock, description=f"held by {holder} while moving aliases of {name}; "
-                                                            "delete it if no promotion is running")
-            break
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        held = _lock_holder(client, lock)
-        if held is not None and time.time() - held.creation_timestamp / 1000 > LOCK_STALE_S:
-            _break_stale(client, lock, held.creation_timestamp)
-            continue
-        if time.monotonic() > deadline:
-            since = time.strftime("%H:%M:%S UTC", time.gmtime(held.creation_timestamp / 1000)) if held else "?"
-            raise PromotionError(f"registry lock {lock!r} has been held since {since} "
-                                 f"({held.description if held else 'holder unknown'})")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        client.delete_registered_model(lock)
-
-
-def _lock_holder(client, lock: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_registered_model(lock)
-    except MlflowException:
-        return None  # released between our attempt and this read
-
-
-def _break_stale(client, lock: str, created_ms: int) -> None:
-    """Delete a lock left by a killed process, unless it was re-created since we looked."""
-    from mlflow.exceptions import MlflowException
-
-    held = _lock_holder(client, lock)
-    if held is not None and held.creation_timestamp == created_ms:
-        with contextlib.suppress(MlflowException):
-            client.delete_registered_model(lock)

@@ -21,7 +21,7 @@ from PIL import Image  # header parsing only; decoding is OpenCV's
 
 from degradation_synth import as_rgb_uint8
 
-from . import storage
+from ..core import storage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 PACKED_MARKER = "packed.json"

@@ -12,11 +12,11 @@ from pydantic import Field, field_validator, model_validator
 
 import cpl_model
 
-from .config import Frozen
-from .datasets import SynthesisConfig
-from .runtime import RayConfig
-from .sources import SAMPLES
-from .tracking import resolve_tracking_uri
+from ..core.config import Frozen
+from ..core.runtime import RayConfig
+from ..core.tracking import resolve_tracking_uri
+from ..data.sources import SAMPLES
+from ..data.synthesis import QUICKSTART, SynthesisConfig
 
 
 class RunSection(Frozen):
@@ -72,10 +72,7 @@ class DataSection(Frozen):
     dataset: str | None = None  # a dataset published by synthesize.py (<out>/<name>); None: online synthesis
     version: str = "LATEST"
     source: str = SAMPLES  # online synthesis: clean images (folder, s3:// prefix, packed table or "samples")
-    # The quickstart's: small patches for many steps per minute; with nine sample photos, a 0.35
-    # validation fraction holds out two of them (split by content hash).
-    synthesis: SynthesisConfig = SynthesisConfig(patch=48, crops_per_image=16, val_fraction=0.35,
-                                                 test_fraction=0.0)
+    synthesis: SynthesisConfig = QUICKSTART
     batch_size: int = Field(4, ge=1)  # per worker and micro-batch
     shuffle_buffer: int = Field(256, ge=0)  # rows; 0: no local shuffle
     prefetch_batches: int = Field(2, ge=0)

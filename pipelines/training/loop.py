@@ -26,11 +26,12 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 import cpl_model
-from cpl_model.prompts import Routing
 from degradation_synth import rng_for
 
-from . import datasets, tracking
-from .training_config import TrainConfig
+from ..core import tracking
+from ..data import shards
+from .config import TrainConfig
+from .validation import validate
 
 log = logging.getLogger(__name__)  # Ray Train forwards workers' logs to the driver's console
 
@@ -76,9 +77,9 @@ def deepspeed_config(config: TrainConfig, world_size: int, on_gpu: bool) -> dict
 
 
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Pair rows (encoded as raw uint8 bytes, see ``datasets.SHARD_SCHEMA``) -> float (B, 3, H, W) in [0, 1]."""
+    """Pair rows (encoded as raw uint8 bytes, see ``shards.SHARD_SCHEMA``) -> float (B, 3, H, W) in [0, 1]."""
     def images(column: str) -> torch.Tensor:
-        return torch.from_numpy(datasets.pair_images(batch, column)).permute(0, 3, 1, 2).float().div_(255)
+        return torch.from_numpy(shards.pair_images(batch, column)).permute(0, 3, 1, 2).float().div_(255)
 
     return {"degraded": images("degraded"), "clean": images("clean"), "task": [str(t) for t in batch["task"]]}
 
@@ -106,47 +107,6 @@ def endless_batches(shard: Any, config: TrainConfig, rank: int) -> Iterator[dict
         if not yielded:
             raise RuntimeError("the training data yields no full batch; lower data.batch_size or add data")
         epoch += 1
-
-
-@torch.no_grad()
-def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device, dtype: torch.dtype,
-             batch_size: int = 16) -> dict[str, float]:
-    """Mean PSNR/SSIM (RGB and Y) per task, per recipe (``val/recipe/<name>/``, where finer than the task)
-    and overall, for the model and the degraded input, plus the router's component usage per task."""
-    model.eval()
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    routing: list[list[Routing]] = []
-    tasks = list(pairs["task"])
-    for first in range(0, len(tasks), batch_size):
-        chunk = slice(first, first + batch_size)
-        degraded = torch.from_numpy(pairs["degraded"][chunk]).permute(0, 3, 1, 2).float().div(255)
-        clean = torch.from_numpy(pairs["clean"][chunk]).permute(0, 3, 1, 2).float().div(255)
-        output = model(degraded.to(device, dtype), aux=True)
-        ours = cpl_model.image_metrics(output.image.float().clamp(0, 1).cpu(), clean)
-        baseline = cpl_model.image_metrics(degraded, clean)
-        recipes = pairs.get("recipe", tasks)[chunk]
-        for i, (task, recipe) in enumerate(zip(tasks[chunk], recipes, strict=True)):
-            # Per recipe too where it is finer than the task (noise15/25/50 are all "noise").
-            for scope in {"all", task, f"recipe/{recipe}"} - {f"recipe/{task}"}:
-                sums[scope]["count"] += 1
-                for name in ours:
-                    sums[scope][name] += min(ours[name][i].item(), 100.0)  # identical images: PSNR is inf
-                    sums[scope][f"input_{name}"] += min(baseline[name][i].item(), 100.0)
-        routing.append(output.routing)
-    model.train()
-    metrics = {}
-    for scope, values in sums.items():
-        prefix = "val/" if scope == "all" else f"val/{tracking.metric_name(scope)}/"
-        metrics.update({prefix + name: total / values["count"] for name, total in values.items() if name != "count"})
-    if routing and routing[0]:
-        sites = [Routing(torch.cat([r[i].probabilities for r in routing]), torch.cat([r[i].weights for r in routing]))
-                 for i in range(len(routing[0]))]
-        for key, value in cpl_model.routing_metrics(sites, tasks).items():
-            parts = key.split("/")  # usage/<site>/<task>/<component> for per-task entries
-            if len(parts) == 4:
-                parts[2] = tracking.metric_name(parts[2])
-            metrics["val/" + "/".join(parts)] = value
-    return metrics
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:

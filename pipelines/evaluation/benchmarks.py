@@ -29,7 +29,8 @@ from typing import Iterator
 
 import numpy as np
 
-from . import datasets, provenance, sources, storage
+from ..core import provenance, storage
+from ..data import shards, sources, synthesis, versions
 
 INPUT_FOLDERS = ("input", "lq", "degraded")
 TARGET_FOLDERS = ("target", "gt", "clean")
@@ -95,14 +96,14 @@ def open_benchmark(data: str, split: str = "test") -> Benchmark:
     if data == sources.SAMPLES:
         return _samples()
     data = storage.absolute(data)  # Ray workers that read it have other working directories
-    if storage.exists(storage.join(data, datasets.LATEST)) or "/v=" in data.replace("\\", "/"):
+    if storage.exists(storage.join(data, versions.LATEST)) or "/v=" in data.replace("\\", "/"):
         return _published(data, split)
     return _paired_folders(data)
 
 
 def _published(data: str, split: str) -> Benchmark:
     root, _, version = data.rstrip("/").partition("/v=")
-    manifest = datasets.read_manifest(root, version or datasets.LATEST, verify=True)
+    manifest = versions.read_manifest(root, version or versions.LATEST, verify=True)
     shards = [shard for shard in manifest["shards"] if shard["split"] == split]
     if not shards:
         splits = sorted({shard["split"] for shard in manifest["shards"]})
@@ -123,7 +124,7 @@ def _read_shard(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | S
                                                 "degraded", "clean"])
     for batch in table.to_batches(max_chunksize=64):
         rows = batch.to_pydict()
-        degraded, clean = datasets.pair_images(rows, "degraded"), datasets.pair_images(rows, "clean")
+        degraded, clean = shards.pair_images(rows, "degraded"), shards.pair_images(rows, "clean")
         for i, sample_id in enumerate(rows["sample_id"]):
             yield Case(sample_id, rows["task"][i], rows["recipe"][i], degraded[i], clean[i])
 
@@ -176,11 +177,9 @@ def _read_pair(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Sk
     yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], images[0], images[1])
 
 
-def _samples_config() -> datasets.SynthesisConfig:
-    from .training_config import TrainConfig
-
+def _samples_config() -> synthesis.SynthesisConfig:
     # The quickstart's split, so its training never saw these photos; bigger crops than its patches.
-    return TrainConfig().data.synthesis.model_copy(update={"patch": SAMPLES_PATCH})
+    return synthesis.QUICKSTART.model_copy(update={"patch": SAMPLES_PATCH})
 
 
 def _samples() -> Benchmark:
@@ -191,7 +190,7 @@ def _samples() -> Benchmark:
 
 
 def _synthesize_samples(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
-    pairs = datasets.validation_pairs(sources.sample_photos(), _samples_config(), crops_per_recipe=SAMPLES_CROPS)
+    pairs = synthesis.validation_pairs(sources.sample_photos(), _samples_config(), crops_per_recipe=SAMPLES_CROPS)
     for i, sample_id in enumerate(pairs["sample_id"]):
         yield Case(sample_id, pairs["task"][i], pairs["recipe"][i], pairs["degraded"][i], pairs["clean"][i])
 

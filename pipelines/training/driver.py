@@ -23,15 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import cpl_model
 
-from . import datasets, provenance, sources, storage, tracking
-from .runtime import init_ray, is_local, local_cpus
-from .sources import SAMPLES
-from .training_config import TrainConfig, tracking_uri
-from .worker import WEIGHTS, train_loop, validate
+from ..core import provenance, storage, tracking
+from ..core.runtime import init_ray, is_local, local_cpus
+from ..data import job, online, shards, sources, synthesis, versions
+from ..data.sources import SAMPLES
+from .config import TrainConfig, tracking_uri
+from .loop import WEIGHTS, train_loop
+from .validation import validate
 
 
 @dataclass
@@ -83,7 +86,7 @@ def preflight(config: TrainConfig) -> None:
     tracking.check_reachable(tracking_uri(config))
     storage.check_writable(config.run.storage)
     if config.data.dataset:
-        datasets.read_manifest(config.data.dataset, config.data.version, verify=False)
+        versions.read_manifest(config.data.dataset, config.data.version, verify=False)
     elif config.data.source != SAMPLES:
         sources.source_units(config.data.source)
     if is_local(config.ray) and not config.scaling.use_gpu:
@@ -110,7 +113,7 @@ def train(config: TrainConfig) -> Summary:
 
     init_ray(config.ray, log_to_driver=True, dashboard=True)  # rank 0 prints a progress line per checkpoint
     if config.data.dataset:
-        manifest = datasets.read_manifest(config.data.dataset, dataset_version(config, uri, run_name))
+        manifest = versions.read_manifest(config.data.dataset, dataset_version(config, uri, run_name))
         dataset_label = f"{config.data.dataset}@{manifest['version']}"
         dataset_tags = {"dataset": config.data.dataset, "dataset.version": manifest["version"],
                         "dataset.manifest_sha256": _manifest_digest(manifest)}
@@ -118,7 +121,7 @@ def train(config: TrainConfig) -> Summary:
     else:
         dataset_label = f"online:{source}"
         dataset_tags = {"dataset": dataset_label, "dataset.version": f"online-seed-{config.data.synthesis.seed}"}
-        validation = datasets.validation_pairs(source, config.data.synthesis, config.validation.crops_per_recipe)
+        validation = synthesis.validation_pairs(source, config.data.synthesis, config.validation.crops_per_recipe)
     run_id, resumed = tracking.start_or_resume_run(
         uri, config.tracking.experiment, run_name, tracking.flatten(resolved),
         {**dataset_tags, "code_version": provenance.code_version(),
@@ -147,11 +150,11 @@ def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
     A resumed run keeps the version it started with even when LATEST has moved since, so that its
     remaining steps do not switch data while its tags still name the first version.
     """
-    if config.data.version == datasets.LATEST:
+    if config.data.version == versions.LATEST:
         started = tracking.find_run(uri, config.tracking.experiment, run_name)
         if started is not None and started.data.tags.get("dataset") == config.data.dataset:
             return started.data.tags["dataset.version"]
-    return datasets.resolve_version(config.data.dataset, config.data.version)
+    return versions.resolve_version(config.data.dataset, config.data.version)
 
 
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
@@ -166,7 +169,7 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     samples_per_step = config.data.batch_size * config.optim.accumulation * scaling.workers
     resume_step = latest_checkpoint_step(config.run.storage, run_name)
     if config.data.dataset:
-        train_data = datasets.open_dataset(config.data.dataset, "train", version, verify=False)
+        train_data = versions.open_dataset(config.data.dataset, "train", version, verify=False)
     else:
         train_data = online_training_stream(source, config, samples_per_step, resume_step)
     threads = None
@@ -196,11 +199,11 @@ def online_training_stream(source: str, config: TrainConfig, samples_per_step: i
     """An online stream long enough for the run; a resumed run starts about where the last checkpoint was."""
     synthesis = config.data.synthesis
     train_fraction = 1 - synthesis.val_fraction - synthesis.test_fraction
-    images = datasets.plan(source, synthesis)["sources"]
+    images = job.plan(source, synthesis)["sources"]
     pairs_per_pass = max(1, round(images * train_fraction) * synthesis.crops_per_image)
     passes_needed = math.ceil(config.optim.max_steps * samples_per_step / pairs_per_pass) + 1
     first_pass = resume_step * samples_per_step // pairs_per_pass
-    return datasets.online_dataset(source, synthesis, "train", passes=max(1, passes_needed - first_pass),
+    return online.online_dataset(source, synthesis, "train", passes=max(1, passes_needed - first_pass),
                                    first_pass=first_pass)
 
 
@@ -221,12 +224,12 @@ def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
     import ray
     from ray.data.expressions import col
 
-    val = datasets.open_dataset(config.data.dataset, "val", version, verify=False)
+    val = versions.open_dataset(config.data.dataset, "val", version, verify=False)
     ids = sorted(row["sample_id"] for row in val.select_columns(["sample_id"]).take_all())
     last = ids[min(config.validation.max_pairs, len(ids)) - 1]
     chosen = val.filter(expr=col("sample_id") <= last).to_arrow_refs()
     rows = pa.concat_tables(ray.get(chosen)).sort_by("sample_id").to_pydict()
-    return {"degraded": datasets.pair_images(rows, "degraded"), "clean": datasets.pair_images(rows, "clean"),
+    return {"degraded": shards.pair_images(rows, "degraded"), "clean": shards.pair_images(rows, "clean"),
             "task": rows["task"], "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
 
 
@@ -237,7 +240,9 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
 def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, run_id: str, uri: str,
               dataset_label: str, validation: dict[str, Any]) -> Summary:
     """Evaluate the best checkpoint on the validation set and log + register it."""
-    from .publishing import log_and_register
+    from ..registry.registration import log_and_register
+    from .model_card import model_card
+    from .validation import image_grid
 
     best = result.get_best_checkpoint("val_psnr", "max") if result.best_checkpoints else result.checkpoint
     if best is None:
@@ -250,8 +255,12 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
         prefix = f"val/{tracking.metric_name(task)}/"
         per_task[task] = {name: metrics[prefix + name] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
     per_task["all"] = {name: metrics[f"val/{name}"] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
-    model_uri, version = log_and_register(config, resolved, model, run_id, uri, run_name, dataset_label,
-                                          per_task, validation, extra.get("step", 0))
+    step = extra.get("step", 0)
+    example = np.ascontiguousarray(validation["degraded"][:1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
+    model_uri, version = log_and_register(
+        model, run_id, uri, config=resolved, card=model_card(config, run_name, dataset_label, per_task, step),
+        grid=image_grid(model, validation, config.validation.images_in_grid), example=example, step=step,
+        model_name=config.tracking.model_name if config.tracking.register_model else None)
     # Ray reports the path inside the storage filesystem (no s3:// scheme); record the URI users can pass on.
     checkpoint = storage.uri_of(best.path, config.run.storage)
     tracking.finish_run(uri, run_id, tags={tracking.MODEL_VERSION_TAG: version or "", "best_checkpoint": checkpoint})

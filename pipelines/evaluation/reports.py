@@ -1,0 +1,143 @@
+"""Evaluation reports: the files under ``--out``, the worst/best grid, and the MLflow evaluation run.
+
+    report, run_id = run(reference, data, out, EvalSettings())    # evaluate, write, log
+    write_report(report, out)                                     # report.json, .md, cases.jsonl, grid.png
+    log_evaluation(report, files, tracking_uri)                   # an MLflow evaluation run
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+import cpl_model
+
+from ..core import references, storage, tracking
+from . import benchmarks
+from .benchmarks import Benchmark, Case
+from .scoring import EvalSettings, _to_tensor, evaluate
+
+EXPERIMENT = "cpl-evaluation"
+GRID_PANEL = 192
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table: input -> model, per task, recipe and overall."""
+    lines = [f"# Evaluation of {references.ModelRef(**report['model']).label} on {report['data']['label']}", "",
+             "| task | pairs | input PSNR | PSNR | gain | input SSIM | SSIM | input PSNR-Y | PSNR-Y | SSIM-Y |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    groups = list(report["tasks"].items()) + [(f"{k} (recipe)", v) for k, v in report["recipes"].items()]
+    for name, s in groups + [("**all**", report["all"])]:
+        i, m = s["input"], s["model"]
+        lines.append(f"| {name} | {s['count']} | {i['psnr']:.2f} | {m['psnr']:.2f} | {s['gain_psnr']:+.2f} | "
+                     f"{i['ssim']:.4f} | {m['ssim']:.4f} | {i['psnr_y']:.2f} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} |")
+    skipped = report["data"]["skipped"]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{reason}: {', '.join(ids)}" for reason, ids in skipped.items())]
+    return "\n".join(lines) + "\n"
+
+
+def grid(model: torch.nn.Module, benchmark: Benchmark, ids: list[str], settings: EvalSettings) -> np.ndarray:
+    """Rows of degraded | restored | clean (RGB uint8) for the cases ``ids``, in that order."""
+    wanted, found = set(ids), {}
+    for unit in benchmark.units:
+        for item in benchmark.cases(unit):
+            if isinstance(item, Case) and item.id in wanted:
+                found[item.id] = item
+        if len(found) == len(wanted):
+            break
+    rows = []
+    for case_id in ids:
+        case = found[case_id]
+        with torch.inference_mode():
+            restored = cpl_model.restore(model, _to_tensor([case.degraded], "cpu"), tile=settings.tile)
+        restored = (restored[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        rows.append(np.concatenate([_panel(image) for image in (case.degraded, restored, case.clean)], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((1, 1, 3), np.uint8)
+
+
+def _panel(image: np.ndarray) -> np.ndarray:
+    """``image`` scaled to fit a GRID_PANEL square, centred on black (sizes differ in real benchmarks)."""
+    scale = GRID_PANEL / max(image.shape[:2])
+    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    panel = np.zeros((GRID_PANEL, GRID_PANEL, 3), np.uint8)
+    top, left = (GRID_PANEL - height) // 2, (GRID_PANEL - width) // 2
+    panel[top:top + height, left:left + width] = resized
+    return panel
+
+
+def write_report(report: dict[str, Any], out: Path, grid_image: np.ndarray | None = None) -> dict[str, Path]:
+    """``report.json`` (without per-case rows), ``report.md``, ``cases.jsonl`` and ``grid.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report.json": out / "report.json", "report.md": out / "report.md", "cases.jsonl": out / "cases.jsonl"}
+    summary = {key: value for key, value in report.items() if key != "cases"}
+    storage.write_bytes(str(files["report.json"]), (json.dumps(summary, indent=2) + "\n").encode())
+    storage.write_bytes(str(files["report.md"]), markdown(report).encode())
+    storage.write_bytes(str(files["cases.jsonl"]),
+                        "".join(json.dumps(row) + "\n" for row in report["cases"]).encode())
+    if grid_image is not None:
+        files["grid.png"] = out / "grid.png"
+        _, encoded = cv2.imencode(".png", cv2.cvtColor(grid_image, cv2.COLOR_RGB2BGR))
+        storage.write_bytes(str(files["grid.png"]), encoded.tobytes())
+    return files
+
+
+def log_evaluation(report: dict[str, Any], files: dict[str, Path], tracking_uri: str,
+                   experiment: str = EXPERIMENT) -> str:
+    """An MLflow run in ``experiment`` holding the report; linked to the model version by tags and, for
+    MLflow 3 logged models, by ``model_id`` (the metrics show on the model's page). Returns its run id."""
+    import mlflow
+
+    ref = references.ModelRef(**report["model"])
+    data = report["data"]
+    tags = {"cpl.kind": "evaluation", "cpl.model": ref.reference, "cpl.model_uri": ref.uri,
+            "cpl.data": data["label"], "cpl.data_digest": data["digest"]}
+    tags |= {f"cpl.model_{key}": value for key, value in
+             (("name", ref.name), ("version", ref.version), ("run_id", ref.run_id)) if value}
+    metrics = {}
+    for group, summary in [*report["tasks"].items(), *report["recipes"].items(), ("all", report["all"])]:
+        prefix = tracking.metric_name(group)
+        metrics |= {f"{prefix}/{name}": value for name, value in summary["model"].items()}
+        metrics |= {f"{prefix}/input_{name}": value for name, value in summary["input"].items()}
+        metrics[f"{prefix}/gain_psnr"] = summary["gain_psnr"]
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = tracking.ensure_experiment(tracking_uri, experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval {ref.label} on {data['label']}",
+                          tags=tags) as run:
+        mlflow.log_params({"data": data["label"], "split": data["split"] or "", "tile": report["protocol"]["tile"]})
+        mlflow.log_metrics(metrics, model_id=ref.model_id)
+        for path in files.values():
+            mlflow.log_artifact(str(path))
+    return run.info.run_id
+
+
+def run(reference: str, data: str, out: Path, settings: EvalSettings, split: str = "test", log: bool = True,
+        experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
+    """Evaluate ``reference`` on ``data``: the report written under ``out`` and, with ``log``, an MLflow
+    evaluation run. Returns ``(report, evaluation run id or None)``.
+
+    Raises:
+        ConnectionError, ModelNotFound, StorageError, ValueError: naming the URI, reference or file at fault.
+    """
+    uri = tracking.resolve_tracking_uri()
+    if log or references.is_mlflow(reference):
+        tracking.check_reachable(uri)
+    return evaluate_and_record(references.resolve(reference, uri), benchmarks.open_benchmark(data, split), settings, uri,
+                               out, log, experiment)
+
+
+def evaluate_and_record(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSettings, tracking_uri: str,
+                        out: Path, log: bool = True, experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
+    """``evaluate``, then the report and grid under ``out`` and, with ``log``, the MLflow evaluation run."""
+    model = references.load(ref, tracking_uri)
+    report = evaluate(ref, benchmark, settings, tracking_uri, model)
+    shown = list(dict.fromkeys(report["worst"] + report["best"]))
+    files = write_report(report, out, grid(model.to("cpu"), benchmark, shown, settings))
+    run_id = log_evaluation(report, files, tracking_uri, experiment) if log else None
+    return report, run_id

@@ -18,8 +18,8 @@ class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of a (B, C, H, W) map, with weight and bias.
 
     A channels-last map *is* a (B, H, W, C) tensor of pixel tokens, so PyTorch's fused ``layer_norm``
-    runs on it without a copy, forward and backward: 3-3.5x faster than a norm over dim 1 built from
-    reductions (docs/benchmarks.md). PromptIR reshapes to (B, HW, C) and back around every norm; an
+    runs on it without a copy, forward and backward, far faster than a norm over dim 1 built from
+    reductions (figures: docs/benchmarks.md). PromptIR reshapes to (B, HW, C) and back around every norm; an
     NCHW map pays that copy here too. Statistics accumulate in float32, so bf16 is safe.
     """
 
@@ -61,7 +61,7 @@ class _ChannelAttention(torch.autograd.Function):
     def forward(ctx, tokens: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         q, k, v = _split_heads(tokens)  # each (B, heads, HW, d)
         stats = torch.promote_types(tokens.dtype, torch.float32)
-        # The norms over HW by square-and-sum: on CPU, ``vector_norm`` over this strided axis is 3-4x slower.
+        # The norms over HW by square-and-sum: on CPU, ``vector_norm`` over this strided axis is much slower.
         q_norm, k_norm = (t.square().sum(-2, dtype=stats).sqrt().clamp_min(1e-12) for t in (q, k))  # (B, heads, d)
         cosine = (q.transpose(-2, -1) @ k).to(stats) / (q_norm[..., :, None] * k_norm[..., None, :])
         attn = (cosine * temperature.to(stats)).softmax(dim=-1)  # (B, heads, d, d)
@@ -126,11 +126,11 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Each half through its own slices of the two convolutions' weights (the same arithmetic as
         # chunking their 2 x hidden output): the halves of one channels-last map interleave every
-        # ``hidden`` channels, which makes the GELU and both products ~2x slower on CPU.
-        # The hidden width (255 = int(96 x 2.66)) is zero-padded to whole blocks of channels, in which
-        # oneDNN's kernels and tensor cores work: a padded channel stays zero through the block, adds
-        # nothing to the output, and its weights are not parameters. The blocks run ~10 % faster on
-        # CPU, and a 64 x 128² step 20 % faster on an H200 (docs/benchmarks.md).
+        # ``hidden`` channels, which slows the GELU and both products on CPU.
+        # The hidden width (e.g. 255 = int(96 x 2.66)) is zero-padded to whole blocks of channels, in
+        # which oneDNN's kernels and tensor cores work: a padded channel stays zero through the block,
+        # adds nothing to the output, and its weights are not parameters (the speed-up on CPU and GPU:
+        # docs/benchmarks.md).
         hidden = self.project_out.in_channels
         extra = -hidden % _CHANNEL_BLOCK
         gate, value = (F.conv2d(F.conv2d(x, _pad_dim(self.project_in.weight[half], 0, extra)),

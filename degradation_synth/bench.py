@@ -98,8 +98,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 def keep_freed_memory(limit: int = 256 << 20) -> bool:
     """Ask glibc to keep freed blocks up to ``limit`` bytes in the process instead of returning them
-    to the OS. Image-sized temporaries are then reused rather than page-faulted in afresh, which
-    costs up to 15x on virtual machines with expensive page faults (docs/benchmarks.md).
+    to the OS. Image-sized temporaries are then reused rather than page-faulted in afresh, which is
+    costly on virtual machines with expensive page faults (docs/benchmarks.md).
     Equivalent to starting with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set. Returns
     False where there is no glibc."""
     try:

@@ -52,7 +52,7 @@ def degrade(clean: np.ndarray, recipe: str | Recipe, rng: np.random.Generator, *
         params = OPS[step.kind].sample(rng, step.spec)
         image = _apply(step.kind, image, params, depth)
         # vars(), not dataclasses.asdict: params hold only scalars and tuples, and asdict's deep
-        # copy costs a tenth of a 128² composite.
+        # copy is a noticeable share of a small composite (docs/benchmarks.md).
         steps.append({"kind": step.kind.value, "params": dict(vars(params))})
     record = {"format": RECORD_FORMAT, "recipe": recipe.name, "task": recipe.task, "steps": steps}
     return to_uint8(image), record

@@ -82,7 +82,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def expand(plane: np.ndarray) -> np.ndarray:
     """(H, W) -> (H, W, 3) by repeating the plane.
 
-    Multiplying by the expanded plane is ~6x faster than numpy's ``image * plane[:, :, None]``
+    Multiplying by the expanded plane is much faster than numpy's ``image * plane[:, :, None]``
     broadcast over a 3-long last axis (docs/benchmarks.md), which matters on every hot blend.
     """
     return cv2.merge((plane, plane, plane))
@@ -94,7 +94,7 @@ _POW_EPSILON = np.float32(1e-12)
 def power(image: np.ndarray, exponent: float) -> np.ndarray:
     """``image ** exponent`` for non-negative float32 images, as ``exp(exponent * log(image + 1e-12))``.
 
-    OpenCV's vectorised exp/log are ~3x faster than ``cv2.pow`` and ~8x faster than ``np.power``
-    on photos (zeros send both down slow paths). The epsilon moves results by < 1e-5.
+    OpenCV's vectorised exp/log are faster than ``cv2.pow`` and ``np.power`` on photos, whose zeros
+    send both down slow paths (docs/benchmarks.md). The epsilon moves results by < 1e-5.
     """
     return cv2.exp(cv2.log(image + _POW_EPSILON) * np.float32(exponent))

@@ -51,7 +51,7 @@ def draw_seed(rng: np.random.Generator) -> int:
 def gaussian_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """float32 N(0, 1) samples of ``shape``, a pure function of ``seed``.
 
-    OpenCV's generator is about 3x faster than numpy's for large fields (see docs/benchmarks.md).
+    OpenCV's generator is faster than numpy's for large fields (docs/benchmarks.md).
     It is thread-local and re-seeded here on every call, so no state carries between calls.
     """
     out = np.empty(shape, np.float32)

@@ -9,7 +9,7 @@ Two models:
   "Unprocessing"): ``y = x + N(0, sqrt(shot * x + read))`` with ``x`` the linearised image
   (``srgb ** 2.2``); ``read`` follows ``shot`` through their log-linear fit, so only ``shot``
   is configured. The Gaussian approximation of the Poisson term is what they use, and it is
-  ~15x cheaper than Poisson sampling.
+  much cheaper than Poisson sampling.
 
 """
 

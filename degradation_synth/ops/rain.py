@@ -3,7 +3,8 @@
 Streaks are drawn directly as anti-aliased line segments in one ``cv2.polylines`` call, slightly
 blurred, and blended onto the image. This replaces the field's usual "threshold noise, then
 convolve with a rotated line kernel" (the Photoshop recipe behind Rain100L/H), which draws the same
-kind of layer ~10x slower because large kernels send ``cv2.filter2D`` down its DFT path.
+kind of layer far slower because large kernels send ``cv2.filter2D`` down its DFT path
+(docs/benchmarks.md).
 
 - Geometry: ``density`` streaks per 1000 pixels, ``length`` and ``width`` in pixels of the image
   being degraded, one ``angle`` (degrees from vertical) per image with ~2 deg jitter per streak.
@@ -80,7 +81,7 @@ def streak_layer(height: int, width: int, density: float, length: float, line_wi
         ends = np.round(ends * (1 << _SUBPIXEL_BITS)).astype(np.int32)
         cv2.polylines(layer, ends, False, 255, thickness=line_width, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
     if blur > 0:
-        layer = cv2.GaussianBlur(layer, (0, 0), blur)  # on 8 bits, like the field's rain masks: 3x faster
+        layer = cv2.GaussianBlur(layer, (0, 0), blur)  # on 8 bits, like the field's rain masks, and faster
     return np.multiply(layer, np.float32(1.0 / 255.0), dtype=np.float32)
 
 

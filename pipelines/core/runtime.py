@@ -9,7 +9,7 @@ from pydantic import Field
 from .config import Frozen
 
 # For a local instance: let worker processes keep freed memory instead of page-faulting image-sized
-# buffers in again (15x slower on VMs with costly page faults; docs/benchmarks.md). On a cluster, set
+# buffers in again (slow on VMs with costly page faults; docs/benchmarks.md). On a cluster, set
 # these in the job's runtime_env or the node image instead.
 LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 

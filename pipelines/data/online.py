@@ -10,7 +10,7 @@ from . import sources
 from .shards import shard_plan, sources_per_shard
 from .synthesis import SynthesisConfig, Synthesize, read_slices
 
-ONLINE_PAIRS_PER_TASK = 512  # train pairs, as a shard: Ray Data's cost per task (0.1-0.2 s) stays a few per cent
+ONLINE_PAIRS_PER_TASK = 512  # train pairs, as a shard: enough work per task that Ray Data's cost per task stays small
 
 
 def online_dataset(source_uri: str, config: SynthesisConfig, split: str = "train", passes: int = 1,

@@ -21,8 +21,8 @@ SHARD_SCHEMA = pa.schema([
 ])
 
 
-# Dictionary-encode the repetitive columns only: for the images, Parquet would hash every 48 KiB value
-# before giving up on the dictionary (15 % of the write time).
+# Dictionary-encode the repetitive columns only: for the images, Parquet would hash every image-sized
+# value before giving up on the dictionary (docs/datasets.md#shard-encoding).
 DICTIONARY_COLUMNS = [name for name in SHARD_SCHEMA.names if name not in ("degraded", "clean", "record")]
 
 

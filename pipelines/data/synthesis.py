@@ -126,7 +126,7 @@ class Synthesize:
                 continue
             first = int(pass_) * self.config.crops_per_image
             for crop in range(first, first + self.config.crops_per_image):
-                # One generator places the crop and picks the recipe (building one costs ~0.1 ms); the
+                # One generator places the crop and picks the recipe (building one is not free); the
                 # degradation draws from its own, keyed by the recipe.
                 layout = rng_for(self.config.seed, content, crop, "layout")
                 clean = random_crop(decoded.image, self.config.patch, layout)

@@ -90,7 +90,7 @@ class CheckpointSection(Frozen):
 
 
 class ScalingSection(Frozen):
-    # The quickstart's: two single-threaded CPU workers train 1.8x faster than one with two threads
+    # The quickstart's: two single-threaded CPU workers train faster than one with two threads
     # (docs/benchmarks.md), and half a CPU each leaves the data pipeline room on two cores.
     workers: int = Field(2, ge=1)
     use_gpu: bool = False

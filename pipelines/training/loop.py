@@ -116,7 +116,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     from deepspeed.accelerator import get_accelerator
 
-    # Skip DeepSpeed's JIT build of its shared-memory all-reduce (~25 s on a fresh machine): only its
+    # Skip DeepSpeed's JIT build of its shared-memory all-reduce (slow on a fresh machine): only its
     # inference path uses it, and only under its own launcher.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 

@@ -1,13 +1,14 @@
 # Two commands (see README.md):
 #   make quickstart   set up .venv and run the main job on the embedded default (pipelines/train.py)
 #   make test         set up .venv and run the whole test suite (what .ci/run calls)
+#   make test-fast    the same without the tests marked slow, for the edit-test loop
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= outputs
 
-.PHONY: setup postgres quickstart test preview bench clean
+.PHONY: setup postgres quickstart test test-fast preview bench clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +40,10 @@ preview: setup
 
 test: setup postgres
 	$(BIN)/python -m pytest
+
+# The edit-test loop: everything not marked slow (a few minutes on 2 cores); `make test` runs it all.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup
 	$(BIN)/python -m degradation_synth.bench

@@ -1,8 +1,10 @@
-"""Suite-wide hooks: tests marked ``gpu`` are skipped where no CUDA device is present."""
+"""Suite-wide hooks: the sample photos must be there, and tests marked ``gpu`` skip where no CUDA device is."""
 
 import importlib.util
 
 import pytest
+
+from degradation_synth.samples import sample_photo_paths
 
 
 def _cuda_available() -> bool:
@@ -11,6 +13,13 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def pytest_sessionstart(session):
+    # Most pipeline tests run on real photos; without them the suite would prove little, so it stops here.
+    if not sample_photo_paths():
+        raise pytest.UsageError("no sample photos: the test suite needs the samples extra "
+                                "(scikit-image, matplotlib, scikit-learn): pip install -e '.[dev]'")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -52,7 +52,7 @@ def test_eval_forward_is_deterministic(prompt):
         assert torch.equal(model(x), model(x))
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 class ConvolutionInputs(TorchFunctionMode):

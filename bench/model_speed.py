@@ -1,6 +1,6 @@
 """CPL model speed: training-step time per sample for each preset, with and without CPR, MACs per
 sample, and the ``full`` preset against a PromptIR-style baseline in the same run, on the CPU (float32)
-or a CUDA GPU (bf16 weights and activations, as ``pipelines/worker.py``'s DeepSpeed engine trains there).
+or a CUDA GPU (bf16 weights and activations, as ``pipelines/training/loop.py``'s DeepSpeed engine trains there).
 
 The baseline is the same network with the same weights and outputs, computed as PromptIR's code
 computes it: NCHW feature maps; its layer norm reshapes every feature map to (B, HW, C) tokens and back

@@ -1,7 +1,7 @@
 """Training speed on this machine: the DeepSpeed engine against plain DDP, and the whole Ray Train job.
 
 ``engine``: the same model, batches and optimiser in N gloo processes (no Ray), stepped by a
-DeepSpeed engine (ZeRO stage 1, fp32, the configuration ``pipelines/worker.py`` builds on CPU) and by
+DeepSpeed engine (ZeRO stage 1, fp32, the configuration ``pipelines/training/loop.py`` builds on CPU) and by
 ``torch.nn.parallel.DistributedDataParallel`` + AdamW, alternating blocks of steps so that both see
 the same machine load. Reports the median step time of each and their ratio.
 
@@ -12,7 +12,7 @@ fraction are the medians of what rank 0 logged, after the first steps.
     python bench/train_speed.py engine --workers 1 2 --steps 20
     python bench/train_speed.py job --workers 1 2 --steps 40
 ``checkpoint``: the bytes one training checkpoint takes per preset: the DeepSpeed engine's state (fp32
-weights and AdamW moments, as ``pipelines/worker.py`` saves it, ZeRO-1 in one process) and the consolidated
+weights and AdamW moments, as ``pipelines/training/loop.py`` saves it, ZeRO-1 in one process) and the consolidated
 ``model.pt`` written beside it, after one step.
 
     python bench/train_speed.py engine --workers 1 2 --steps 20

@@ -131,7 +131,7 @@ def _folder_bytes(folder: Path) -> int:
 def _checkpoint_worker(rank: int, port: int, args: argparse.Namespace, results) -> None:
     import deepspeed
 
-    from pipelines.training.loop import DS_TAG, WEIGHTS
+    from pipelines.training.loop import DS_TAG
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -150,15 +150,14 @@ def _checkpoint_worker(rank: int, port: int, args: argparse.Namespace, results) 
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(folder, tag=DS_TAG)
             state = _folder_bytes(Path(folder))
-            cpl_model.save_checkpoint(engine.module, Path(folder) / WEIGHTS)
-            weights = (Path(folder) / WEIGHTS).stat().st_size
+            weights = cpl_model.save_checkpoint(engine.module, Path(folder) / cpl_model.WEIGHTS).stat().st_size
         params = sum(p.numel() for p in model.parameters())
         results.put((preset, params, state, weights))
     dist.destroy_process_group()
 
 
 def checkpoint_bench(args: argparse.Namespace) -> None:
-    print("| preset | parameters | DeepSpeed state | model.pt | checkpoint | bytes/parameter |")
+    print(f"| preset | parameters | DeepSpeed state | {cpl_model.WEIGHTS} | checkpoint | bytes/parameter |")
     print("|---|---:|---:|---:|---:|---:|")
     results = mp.get_context("spawn").SimpleQueue()
     mp.start_processes(_checkpoint_worker, args=(_free_port(), args, results), nprocs=1, join=True,

@@ -6,6 +6,7 @@ Prompt Module; training adds Contrastive Prompt Regularization. No Ray, DeepSpee
     model = build_model("tiny", prompt="sparse")
     restored = model(degraded)                        # (B, 3, H, W) in [0, 1], any H, W
     loss, metrics = training_step(model, batch, LossConfig())
+    scores = restoration_metrics(restored, degraded, clean)   # per image, PSNR capped at PSNR_CAP
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from typing import Any
 import torch
 
 from . import config as _config
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
 from .config import PRESETS, PROMPT_VARIANTS, ModelConfig, preset
 from .features import build_features
+from .images import to_tensor, to_uint8
 from .inference import restore
 from .losses import CPRConfig, CPRLoss, LossConfig, RestorationLoss
-from .metrics import image_metrics, psnr, rgb_to_y, ssim
+from .metrics import METRICS, PSNR_CAP, image_metrics, psnr, restoration_metrics, rgb_to_y, ssim
 from .network import CPLNet, RestorationOutput
-from .steps import evaluate, routing_metrics, training_step
+from .steps import routing_metrics, training_step
 
 
 def build_model(preset: str = "tiny", prompt: str = "sparse", *, seed: int = 0, **overrides: Any) -> CPLNet:
@@ -39,7 +41,8 @@ def build_model(preset: str = "tiny", prompt: str = "sparse", *, seed: int = 0, 
 
 
 __all__ = [
-    "CPLNet", "CPRConfig", "CPRLoss", "LossConfig", "ModelConfig", "PRESETS", "PROMPT_VARIANTS", "RestorationLoss",
-    "RestorationOutput", "build_features", "build_model", "evaluate", "image_metrics", "load_checkpoint", "preset",
-    "psnr", "restore", "rgb_to_y", "routing_metrics", "save_checkpoint", "ssim", "training_step",
+    "CPLNet", "CPRConfig", "CPRLoss", "LossConfig", "METRICS", "ModelConfig", "PRESETS", "PROMPT_VARIANTS",
+    "PSNR_CAP", "RestorationLoss", "RestorationOutput", "WEIGHTS", "build_features", "build_model", "image_metrics",
+    "load_checkpoint", "preset", "psnr", "restoration_metrics", "restore", "rgb_to_y", "routing_metrics",
+    "save_checkpoint", "ssim", "to_tensor", "to_uint8", "training_step",
 ]

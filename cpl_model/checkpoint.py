@@ -20,6 +20,7 @@ from .config import ModelConfig
 from .network import CPLNet
 
 FORMAT = "cpl-restore-checkpoint/1"
+WEIGHTS = "model.pt"  # the checkpoint's file name wherever the pipelines write or look for one
 
 
 def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

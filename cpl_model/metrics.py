@@ -5,13 +5,18 @@
   covariance, K1 = 0.01, K2 = 0.03, channels averaged, borders of half a window excluded).
 - Y (BasicSR): ITU-R BT.601 luma ``16 + 65.481 R + 128.553 G + 24.966 B`` (on 0-255), same SSIM.
 
-Both agree with scikit-image to float precision (tests/cpl_model/test_metrics.py).
+Both agree with scikit-image to float precision (tests/cpl_model/test_metrics.py). ``psnr`` is infinite
+for identical images, as scikit-image's; ``restoration_metrics``, which validation and evaluation
+report, caps it at ``PSNR_CAP``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+PSNR_CAP = 100.0  # dB; identical images have infinite PSNR, and means over a set must stay finite
+METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
 
 _WINDOW = 7
 _K1, _K2 = 0.01, 0.03
@@ -66,3 +71,20 @@ def image_metrics(restored: torch.Tensor, target: torch.Tensor) -> dict[str, tor
         "psnr_y": psnr(y_restored, y_target),
         "ssim_y": ssim(y_restored, y_target),
     }
+
+
+def restoration_metrics(restored: torch.Tensor, degraded: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image metrics of a restoration and, as its baseline, of the degraded input it came from.
+
+    Args:
+        restored, degraded, clean: (B, 3, H, W) in [0, 1], on one device.
+
+    Returns:
+        ``METRICS`` of ``restored`` against ``clean``, and the same prefixed ``input_`` for ``degraded``;
+        each (B,) float32 on the CPU, PSNR capped at ``PSNR_CAP``.
+    """
+    metrics = {}
+    for prefix, image in (("", restored), ("input_", degraded)):
+        for name, values in image_metrics(image.float(), clean.float()).items():
+            metrics[prefix + name] = (values.clamp_max(PSNR_CAP) if name.startswith("psnr") else values).cpu()
+    return metrics

@@ -1,4 +1,4 @@
-"""One training step and one evaluation step, in plain torch (the pipelines wrap them).
+"""One training step and the router's statistics, in plain torch (the pipelines wrap them).
 
 A batch is a mapping with ``degraded`` and ``clean``, (B, 3, H, W) float in [0, 1], and optionally
 ``task``, a sequence of B task labels (e.g. ``"noise"``, ``"low_light+haze+rain"``).
@@ -6,7 +6,6 @@ A batch is a mapping with ``degraded`` and ``clean``, (B, 3, H, W) float in [0, 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import LossConfig, RestorationLoss
-from .metrics import image_metrics
 from .network import RestorationOutput
 from .prompts import Routing
 
@@ -83,34 +81,3 @@ def routing_metrics(routing: Sequence[Routing], tasks: Sequence[str] | None = No
                     metrics[f"usage/{name}/{task}/{component}"] = chosen.count(component) / len(chosen)
     metrics["router_entropy"] = torch.stack(entropies).mean().item()
     return metrics
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
-    """PSNR/SSIM (RGB and Y) of the restoration and of the degraded input, per sample and per task.
-
-    Returns ``{"per_sample": {metric: [B floats]}, "input": {...same for the degraded input...},
-    "per_task": {task: {metric: mean, "input_<metric>": mean, "count": n}}}`` (``per_task`` only with
-    labels). Metrics follow ``cpl_model.metrics``.
-    """
-    degraded, clean = batch["degraded"], batch["clean"]
-    restored = model(degraded)
-    ours = {k: v.tolist() for k, v in image_metrics(restored, clean).items()}
-    baseline = {k: v.tolist() for k, v in image_metrics(degraded, clean).items()}
-    result: dict[str, Any] = {"per_sample": ours, "input": baseline}
-    tasks = batch.get("task")
-    if tasks is not None:
-        per_task: dict[str, dict[str, float]] = {}
-        for task in sorted(set(tasks)):
-            rows = [i for i, t in enumerate(tasks) if t == task]
-            summary = {name: _mean([values[i] for i in rows]) for name, values in ours.items()}
-            summary.update({f"input_{name}": _mean([values[i] for i in rows]) for name, values in baseline.items()})
-            summary["count"] = len(rows)
-            per_task[task] = summary
-        result["per_task"] = per_task
-    return result
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]  # identical images have infinite PSNR
-    return sum(finite) / len(finite) if finite else math.inf

@@ -15,9 +15,13 @@ CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 def validator(name: str):
     """The config model a file is for, by its name's prefix; a file that fits none is an error."""
     from pipelines.data.job import SynthesizeConfig
+    from pipelines.evaluation.config import EvaluateConfig
+    from pipelines.registry.config import PromoteConfig
+    from pipelines.serving.config import RestoreConfig
     from pipelines.training.config import TrainConfig
 
-    models = {"train_": TrainConfig, "synthesize_": SynthesizeConfig}
+    models = {"train_": TrainConfig, "synthesize_": SynthesizeConfig, "evaluate_": EvaluateConfig,
+              "promote_": PromoteConfig, "restore_": RestoreConfig}
     for prefix, model in models.items():
         if name.startswith(prefix):
             return model

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Mapping, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from .errors import PipelineError
 
 Model = TypeVar("Model", bound=BaseModel)
 
+# cpl_model.restore blends tiles over a 32-pixel border on each side; a tile keeps an interior beyond both.
+MIN_TILE = 96
 
-class ConfigError(ValueError):
+
+class ConfigError(PipelineError, ValueError):
     """A configuration that cannot be used; the message names the file, key or value."""
 
 
@@ -25,6 +30,19 @@ class Frozen(BaseModel):
     """Base of every config section: unknown keys are errors and values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _tile(value: int | None) -> int | None:
+    if not value:
+        return None
+    if value < MIN_TILE:
+        raise ValueError(f"must be 0 (whole images) or at least {MIN_TILE}")
+    return value
+
+
+# A tile size for tiled inference, in pixels: larger images are restored in overlapping tiles of this
+# side; 0 or null means whole images.
+Tile = Annotated[int | None, AfterValidator(_tile)]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -50,16 +68,17 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = (),
-                defaults: dict[str, Any] | None = None) -> Model:
+                defaults: dict[str, Any] | None = None, flags: Mapping[str, str] | None = None) -> Model:
     """Build ``model`` from ``defaults`` (default: the model's own), then the YAML file at ``path``,
-    then ``overrides``.
+    then ``overrides``. ``flags`` maps dotted keys to the command-line flags that set them, which an
+    error about such a key names too.
 
     Raises:
         ConfigError: for an unreadable file, a malformed override, an unknown key or a bad value.
     """
     # Start from the model's own defaults, so that overriding one key of a section whose default is a
     # customised instance (e.g. data.synthesis.patch) keeps that instance's other values.
-    tree: dict[str, Any] = copy.deepcopy(defaults) if defaults is not None else _defaults(model)
+    tree: dict[str, Any] = copy.deepcopy(defaults) if defaults is not None else model_defaults(model)
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -76,13 +95,15 @@ def load_config(model: type[Model], path: str | Path | None = None, overrides: l
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        if flags and key in flags:
+            key = f"{key} ({flags[key]})"
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        shown = first["type"] not in ("extra_forbidden", "value_error") and "input" in first  # not a whole section
+        shown = first["type"] not in ("extra_forbidden", "value_error", "missing") and "input" in first  # not a section
         got = f" (got {first['input']!r})" if shown else ""
         raise ConfigError(f"config error: {key}: {message}{got}") from None
 
 
-def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+def model_defaults(model: type[BaseModel]) -> dict[str, Any]:
     """The model's default values as a plain tree (required fields left out)."""
     tree: dict[str, Any] = {}
     for name, field in model.model_fields.items():

@@ -18,14 +18,15 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from . import storage
+from .errors import DataError, PipelineError
 
-WEIGHTS = "model.pt"
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(PipelineError, ValueError):
     """The reference names nothing: no such registered model, alias, version, run or file."""
 
 
@@ -59,6 +60,8 @@ def resolve(reference: str, tracking_uri: str) -> ModelRef:
         ModelNotFound: naming the reference and what is missing.
     """
     if not is_mlflow(reference):
+        from cpl_model import WEIGHTS  # here, not at the top: torch loads only once a command runs
+
         # Absolute: Ray actors that load it have other working directories.
         path = storage.absolute(reference if reference.endswith(".pt") else storage.join(reference, WEIGHTS))
         if not storage.exists(path):
@@ -92,20 +95,32 @@ def load(ref: ModelRef, tracking_uri: str, device: str = "cpu"):
 
     Raises:
         ModelNotFound: the MLflow model or its weights cannot be found.
-        ValueError: the file is not one of our checkpoints.
+        DataError: the file is not one of our checkpoints (a ValueError, as before).
     """
     import cpl_model
 
     with tempfile.TemporaryDirectory(prefix="cpl-model-") as scratch:
-        local = Path(scratch) / WEIGHTS
+        local = Path(scratch) / cpl_model.WEIGHTS
         if is_mlflow(ref.uri):
             local = _download_weights(ref, tracking_uri, Path(scratch))
         elif storage.is_s3(ref.uri):
             local.write_bytes(storage.read_bytes(ref.uri))
         else:
             local = Path(ref.uri)
-        model, _ = cpl_model.load_checkpoint(local, map_location=device)
+        try:
+            model, _ = cpl_model.load_checkpoint(local, map_location=device)
+        except ValueError as err:  # not a checkpoint, or not ours: the user pointed at the wrong file
+            raise DataError(f"{ref.reference}: {err}") from None
     return model
+
+
+class ModelActor:
+    """Base of a Ray actor (``runtime.map_with_actors``) that holds the model behind a reference, loaded
+    once when the actor starts, on its GPU with ``use_gpu``."""
+
+    def __init__(self, ref: dict[str, Any], tracking_uri: str, use_gpu: bool) -> None:
+        self.device = "cuda" if use_gpu else "cpu"
+        self.model = load(ModelRef(**ref), tracking_uri, self.device)
 
 
 def _artifact_location(ref: ModelRef, tracking_uri: str) -> str:

@@ -29,11 +29,13 @@ import botocore.exceptions
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .errors import PipelineError
+
 S3_MAX_ATTEMPTS = int(os.environ.get("CPL_S3_MAX_ATTEMPTS", "5"))
 _STALE_LOCK_SECONDS = 10.0
 
 
-class StorageError(RuntimeError):
+class StorageError(PipelineError, RuntimeError):
     """A storage operation failed; the message starts with the URI."""
 
 

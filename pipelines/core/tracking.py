@@ -15,10 +15,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError
+from .errors import PipelineError
+
 RUN_NAME_TAG = "cpl.run_name"
 MODEL_VERSION_TAG = "cpl.model_version"
 _METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 LOCAL_TRACKING_URI = "sqlite:///outputs/mlflow.db"
+
+
+class TrackingUnreachable(PipelineError, ConnectionError):
+    """The MLflow tracking server does not answer; the message names its URI."""
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -49,7 +56,7 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """Fail fast, naming ``uri``, when an HTTP tracking server does not answer its health check.
 
     Raises:
-        ConnectionError: the server is unreachable or unhealthy.
+        TrackingUnreachable: the server is unreachable or unhealthy.
     """
     if not uri.startswith(("http://", "https://")):
         return
@@ -60,7 +67,7 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
             reason = f"HTTP {response.status}"
     except (urllib.error.URLError, OSError) as err:
         reason = str(getattr(err, "reason", err))
-    raise ConnectionError(f"cannot reach the MLflow tracking server at {uri}: {reason}")
+    raise TrackingUnreachable(f"cannot reach the MLflow tracking server at {uri}: {reason}")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -106,7 +113,7 @@ def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[s
     """The run named ``run_name`` in ``experiment``, created on first use; returns ``(run_id, resumed)``.
 
     Raises:
-        ValueError: when resuming with params that differ from the ones the run was started with
+        ConfigError: when resuming with params that differ from the ones the run was started with
             (MLflow params are write-once, and a silent change would make the run lie).
     """
     from mlflow.entities import Param, RunTag
@@ -117,7 +124,7 @@ def start_or_resume_run(uri: str, experiment: str, run_name: str, params: dict[s
         changed = sorted(key for key, value in params.items() if run.data.params.get(key, value) != value)
         if changed:
             key = changed[0]
-            raise ValueError(f"run {run_name!r} was started with {key}={run.data.params[key]}, now {params[key]}; "
+            raise ConfigError(f"run {run_name!r} was started with {key}={run.data.params[key]}, now {params[key]}; "
                              "use a new run name (run.name) or the original config")
         added = [Param(key, value) for key, value in params.items() if key not in run.data.params]
         if added:  # keys this code version has and the run's did not: record them, they change nothing

@@ -19,11 +19,16 @@ from pydantic import Field
 
 from ..core import provenance, storage
 from ..core.config import Frozen
+from ..core.errors import DataError
 from ..core.runtime import RayConfig
 from . import sources
 from .shards import shard_plan, sources_per_shard, write_shards
 from .synthesis import SPLITS, SynthesisConfig, Synthesize, read_slices
 from .versions import MANIFEST_FORMAT, publish
+
+
+class NothingPublished(DataError, RuntimeError):
+    """The job ended without publishing: too many sources were unusable, or none gave a pair."""
 
 
 class OutputConfig(Frozen):
@@ -81,8 +86,8 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
 
     Raises:
         StorageError: unreadable source, missing bucket or unwritable output (before any work).
-        RuntimeError: when more than ``max_skipped_fraction`` of the sources were skipped
-            (nothing is published then).
+        NothingPublished: when more than ``max_skipped_fraction`` of the sources were skipped, or no
+            pair was produced (nothing is published then).
     """
     import ray.data
 
@@ -106,11 +111,11 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
     total = manifest["sources"]["total"]
     skipped_sources = sum(len(ids) for ids in manifest["skipped"].values())
     if total and skipped_sources / total > config.max_skipped_fraction:
-        raise RuntimeError(f"{skipped_sources} of {total} sources were skipped "
+        raise NothingPublished(f"{skipped_sources} of {total} sources were skipped "
                            f"({', '.join(f'{r}: {len(i)}' for r, i in manifest['skipped'].items())}), "
                            f"above synthesis.max_skipped_fraction={config.max_skipped_fraction}; nothing published")
     if not any(manifest["counts"].values()):
-        raise RuntimeError(f"{source_uri}: no pairs were produced; nothing published")
+        raise NothingPublished(f"{source_uri}: no pairs were produced; nothing published")
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     publish(dataset_uri, version, manifest)
     return manifest

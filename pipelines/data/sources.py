@@ -22,6 +22,7 @@ from PIL import Image  # header parsing only; decoding is OpenCV's
 from degradation_synth import as_rgb_uint8
 
 from ..core import storage
+from ..core.errors import SetupError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 PACKED_MARKER = "packed.json"
@@ -200,13 +201,13 @@ SAMPLE_FOLDER = "outputs/sample_photos"
 
 def sample_photos(folder: str | Path = SAMPLE_FOLDER) -> str:
     """Copy the sample photos that ship inside the scikit-image/matplotlib/scikit-learn wheels into
-    ``folder`` (once) and return it: the embedded default's clean images. Raises ``RuntimeError``
+    ``folder`` (once) and return it: the embedded default's clean images. Raises ``SetupError``
     when none of those packages is installed."""
     from degradation_synth.samples import sample_photo_paths
 
     paths = sample_photo_paths()
     if not paths:
-        raise RuntimeError("no sample photos: install scikit-image, matplotlib or scikit-learn "
+        raise SetupError("no sample photos: install scikit-image, matplotlib or scikit-learn "
                            "(pip install 'cpl-restore[samples]'), or set data.source")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from pydantic import Field, field_validator, model_validator
 import degradation_synth as ds
 from degradation_synth import Recipe, degrade, load_recipes, resolve_recipes, rng_for
 
-from ..core.config import Frozen
+from ..core.config import ConfigError, Frozen
+from ..core.errors import DataError
 from . import sources
 
 SPLITS = ("train", "val", "test")
@@ -42,6 +43,11 @@ class SynthesisConfig(Frozen):
             raise ValueError("val_fraction + test_fraction must leave a train split (sum < 1)")
         return self
 
+    @model_validator(mode="after")
+    def _recipes_resolve(self) -> "SynthesisConfig":
+        self.resolved_recipes()  # a misspelt recipe fails with the config, before any worker starts
+        return self
+
     @field_validator("recipe_weights")
     @classmethod
     def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
@@ -51,18 +57,28 @@ class SynthesisConfig(Frozen):
         return weights
 
     def resolved_recipes(self) -> list[Recipe]:
-        """The recipe mixture, in order. Raises ``ValueError`` for unknown names."""
+        """The recipe mixture, in order.
+
+        Raises:
+            ConfigError: for an unknown name, an unreadable recipe file or weights of recipes not mixed in.
+        """
         extra: dict[str, Recipe] = {}
         for path in self.recipe_files:
-            extra.update(load_recipes(path))
+            try:
+                extra.update(load_recipes(path))
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"recipe_files: {err}") from None
         recipes: list[Recipe] = []
         for name in (n.strip() for n in self.recipes.split(",") if n.strip()):
-            recipes += [extra[name]] if name in extra else resolve_recipes(name)
+            try:
+                recipes += [extra[name]] if name in extra else resolve_recipes(name)
+            except ValueError as err:
+                raise ConfigError(f"recipes: {err}") from None
         if not recipes:
-            raise ValueError("synthesis.recipes names no recipe")
+            raise ConfigError("recipes names no recipe")
         unknown = sorted(set(self.recipe_weights) - {r.name for r in recipes})
         if unknown:
-            raise ValueError(f"synthesis.recipe_weights names {unknown[0]!r}, which is not in synthesis.recipes")
+            raise ConfigError(f"recipe_weights names {unknown[0]!r}, which is not in recipes")
         return recipes
 
 
@@ -192,6 +208,6 @@ def validation_pairs(source_uri: str, config: SynthesisConfig, crops_per_recipe:
                     out["recipe"].append(recipe.name)
                     out["sample_id"].append(f"{identifier}#{crop}/{recipe.name}")
     if not out["task"]:
-        raise ValueError(f"{source_uri}: no usable source image falls in the {split} split "
+        raise DataError(f"{source_uri}: no usable source image falls in the {split} split "
                          f"(val_fraction={config.val_fraction}, test_fraction={config.test_fraction})")
     return {**out, "degraded": np.stack(out["degraded"]), "clean": np.stack(out["clean"])}

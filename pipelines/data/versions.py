@@ -14,6 +14,8 @@ import json
 from typing import Any
 
 from ..core import storage
+from ..core.config import ConfigError
+from ..core.errors import DataError
 from .synthesis import SPLITS
 
 MANIFEST, LATEST, MANIFEST_FORMAT = "manifest.json", "LATEST", 1
@@ -46,7 +48,7 @@ def read_manifest(dataset_uri: str, version: str = "LATEST", verify: bool = True
 
     Raises:
         StorageError: for an unpublished version (no manifest) or an unreadable one.
-        ValueError: for a malformed manifest or a shard whose checksum does not match.
+        DataError: for a malformed manifest or a shard whose checksum does not match.
     """
     version = resolve_version(dataset_uri, version)
     version_uri = storage.join(dataset_uri, f"v={version}")
@@ -56,12 +58,12 @@ def read_manifest(dataset_uri: str, version: str = "LATEST", verify: bool = True
         raise storage.StorageError(f"{version_uri}: not a published version (no {MANIFEST})") from None
     missing = [key for key in ("version", "counts", "skipped", "shards") if key not in manifest]
     if missing or manifest.get("version") != version:
-        raise ValueError(f"{version_uri}/{MANIFEST} is malformed ({', '.join(missing) or 'version mismatch'})")
+        raise DataError(f"{version_uri}/{MANIFEST} is malformed ({', '.join(missing) or 'version mismatch'})")
     if verify:
         for shard in manifest["shards"]:
             uri = storage.join(version_uri, shard["path"])
             if hashlib.sha256(storage.read_bytes(uri)).hexdigest() != shard["sha256"]:
-                raise ValueError(f"{uri}: checksum mismatch; the version was altered after publishing")
+                raise DataError(f"{uri}: checksum mismatch; the version was altered after publishing")
     return manifest
 
 
@@ -70,13 +72,13 @@ def open_dataset(dataset_uri: str, split: str = "train", version: str = "LATEST"
     import ray.data
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     manifest = read_manifest(dataset_uri, version, verify)
     version_uri = storage.join(dataset_uri, f"v={manifest['version']}")
     paths = [storage.filesystem(storage.join(version_uri, s["path"]))[1] for s in manifest["shards"]
              if s["split"] == split]
     if not paths:
-        raise ValueError(f"{version_uri}: no {split} pairs")
+        raise DataError(f"{version_uri}: no {split} pairs")
     fs, _ = storage.filesystem(version_uri)
     return ray.data.read_parquet(paths, filesystem=fs, partitioning=None)  # "v=<version>" is not a column
 

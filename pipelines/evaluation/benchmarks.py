@@ -30,6 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from ..core import provenance, storage
+from ..core.errors import DataError
 from ..data import shards, sources, synthesis, versions
 
 INPUT_FOLDERS = ("input", "lq", "degraded")
@@ -81,6 +82,14 @@ class Benchmark:
         """Enough to reopen the same set elsewhere (a Ray worker), without listing again."""
         return {"kind": self.kind, "uri": self.uri, "split": self.split, "version": self.version}
 
+    def pairs(self) -> int | None:
+        """How many rows (pairs and skips) ``cases`` yields over all units, when known without reading them."""
+        if self.kind == "folder":
+            return len(self.units)
+        if self.kind == "dataset":
+            return sum(int(unit["rows"]) for unit in self.units)
+        return None
+
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "uri": self.uri, "label": self.label, "digest": self.digest, "split": self.split,
                 "version": self.version, "units": len(self.units), "skipped": self.skipped}
@@ -107,11 +116,10 @@ def _published(data: str, split: str) -> Benchmark:
     shards = [shard for shard in manifest["shards"] if shard["split"] == split]
     if not shards:
         splits = sorted({shard["split"] for shard in manifest["shards"]})
-        raise ValueError(f"{root}/v={manifest['version']}: no {split} pairs (splits: {', '.join(splits)})")
+        raise DataError(f"{root}/v={manifest['version']}: no {split} pairs (splits: {', '.join(splits)})")
     version_uri = storage.join(root, f"v={manifest['version']}")
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    return Benchmark("dataset", root, f"{root}@{manifest['version']}:{split}", digest,
-                     [{"shard": storage.join(version_uri, shard["path"])} for shard in shards],
+    return Benchmark("dataset", root, f"{root}@{manifest['version']}:{split}", versions.manifest_digest(manifest),
+                     [{"shard": storage.join(version_uri, shard["path"]), "rows": shard["rows"]} for shard in shards],
                      split=split, version=manifest["version"])
 
 

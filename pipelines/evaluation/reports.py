@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 import cpl_model
+from cpl_model import to_tensor as _to_tensor
 
+from ..core import grid as sheets
 from ..core import references, storage, tracking
 from . import benchmarks
 from .benchmarks import Benchmark, Case
-from .scoring import EvalSettings, _to_tensor, evaluate
-
-EXPERIMENT = "cpl-evaluation"
-GRID_PANEL = 192
+from .config import EXPERIMENT, EvalSettings
+from .scoring import evaluate
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -42,34 +42,30 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grid(model: torch.nn.Module, benchmark: Benchmark, ids: list[str], settings: EvalSettings) -> np.ndarray:
-    """Rows of degraded | restored | clean (RGB uint8) for the cases ``ids``, in that order."""
-    wanted, found = set(ids), {}
+def grid(model: torch.nn.Module, benchmark: Benchmark, report: dict[str, Any], settings: EvalSettings) -> np.ndarray:
+    """The report's worst and best cases as a contact sheet (RGB uint8): per case a row degraded | restored |
+    clean, labelled with its rank, id, task and the PSNR of the input and of the output (as in ``cases.jsonl``)."""
+    ranks: dict[str, list[str]] = {}
+    for which in ("worst", "best"):
+        for place, case_id in enumerate(report[which], 1):
+            ranks.setdefault(case_id, []).append(f"{which} {place}")
+    found = {}
     for unit in benchmark.units:
         for item in benchmark.cases(unit):
-            if isinstance(item, Case) and item.id in wanted:
+            if isinstance(item, Case) and item.id in ranks:
                 found[item.id] = item
-        if len(found) == len(wanted):
+        if len(found) == len(ranks):
             break
+    scores = {row["id"]: row for row in report["cases"]}
     rows = []
-    for case_id in ids:
-        case = found[case_id]
+    for case_id, places in ranks.items():
+        case, score = found[case_id], scores[case_id]
         with torch.inference_mode():
             restored = cpl_model.restore(model, _to_tensor([case.degraded], "cpu"), tile=settings.tile)
-        restored = (restored[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        rows.append(np.concatenate([_panel(image) for image in (case.degraded, restored, case.clean)], axis=1))
-    return np.concatenate(rows) if rows else np.zeros((1, 1, 3), np.uint8)
-
-
-def _panel(image: np.ndarray) -> np.ndarray:
-    """``image`` scaled to fit a GRID_PANEL square, centred on black (sizes differ in real benchmarks)."""
-    scale = GRID_PANEL / max(image.shape[:2])
-    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    panel = np.zeros((GRID_PANEL, GRID_PANEL, 3), np.uint8)
-    top, left = (GRID_PANEL - height) // 2, (GRID_PANEL - width) // 2
-    panel[top:top + height, left:left + width] = resized
-    return panel
+        rows.append(sheets.restoration_row(f"{', '.join(places)}: {case_id} ({case.task})", case.degraded,
+                                           cpl_model.to_uint8(restored)[0], case.clean, score["input_psnr"],
+                                           score["psnr"]))
+    return sheets.contact_sheet(rows, sheets.RESTORATION_COLUMNS)
 
 
 def write_report(report: dict[str, Any], out: Path, grid_image: np.ndarray | None = None) -> dict[str, Path]:
@@ -123,7 +119,7 @@ def run(reference: str, data: str, out: Path, settings: EvalSettings, split: str
     evaluation run. Returns ``(report, evaluation run id or None)``.
 
     Raises:
-        ConnectionError, ModelNotFound, StorageError, ValueError: naming the URI, reference or file at fault.
+        TrackingUnreachable, ModelNotFound, StorageError, DataError: naming the URI, reference or file at fault.
     """
     uri = tracking.resolve_tracking_uri()
     if log or references.is_mlflow(reference):
@@ -137,7 +133,6 @@ def evaluate_and_record(ref: references.ModelRef, benchmark: Benchmark, settings
     """``evaluate``, then the report and grid under ``out`` and, with ``log``, the MLflow evaluation run."""
     model = references.load(ref, tracking_uri)
     report = evaluate(ref, benchmark, settings, tracking_uri, model)
-    shown = list(dict.fromkeys(report["worst"] + report["best"]))
-    files = write_report(report, out, grid(model.to("cpu"), benchmark, shown, settings))
+    files = write_report(report, out, grid(model.to("cpu"), benchmark, report, settings))
     run_id = log_evaluation(report, files, tracking_uri, experiment) if log else None
     return report, run_id

@@ -4,10 +4,11 @@ per task and recipe.
     report = evaluate(ref, benchmark, EvalSettings(), tracking_uri)      # scores + summary
 
 Every pair is restored with ``cpl_model.restore`` (tiled above ``tile`` pixels) and scored with
-``cpl_model.image_metrics``: PSNR and SSIM on RGB in [0, 1] (PromptIR / AdaIR protocol) and on the
-BT.601 luma channel (BasicSR protocol, the one deraining benchmarks report). Pairs of equal size are
-batched. With ``workers`` > 0 the benchmark's units are spread over Ray actors, each holding the model
-once; the rows, and so the report, are the same either way.
+``cpl_model.restoration_metrics``, as in training validation: PSNR and SSIM on RGB in [0, 1] (PromptIR /
+AdaIR protocol) and on the BT.601 luma channel (BasicSR protocol, the one deraining benchmarks report),
+PSNR capped at ``cpl_model.PSNR_CAP``. Pairs of equal size are batched. With ``workers`` > 0 the
+benchmark's units are spread over Ray actors, each holding the model once; the rows, and so the report,
+are the same either way.
 """
 
 from __future__ import annotations
@@ -15,29 +16,20 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
 import cpl_model
+from cpl_model import METRICS
 
-from ..core import provenance, references
+from ..core import console, provenance, references
+from ..core.errors import DataError
+from ..core.runtime import map_with_actors
 from . import benchmarks
 from .benchmarks import Benchmark, Case, Skip
-
-METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
-PSNR_CAP = 100.0  # identical images have infinite PSNR; cap it so means stay finite
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    tile: int | None = 512  # pixels; larger images are restored in overlapping tiles
-    batch_size: int = 8  # pairs of equal size restored together
-    workers: int = 0  # Ray actors; 0: in this process
-    use_gpu: bool = False
-    grid_cases: int = 4  # worst and best cases (by gain over the input) shown in grid.png
+from .config import EvalSettings
 
 
 def score(model: torch.nn.Module, items: Iterable[Case | Skip], settings: EvalSettings,
@@ -56,23 +48,16 @@ def score(model: torch.nn.Module, items: Iterable[Case | Skip], settings: EvalSe
         yield from _score_batch(model, pending, settings, device)
 
 
-def _to_tensor(images: list[np.ndarray], device: str) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(device)
-
-
 def _score_batch(model, cases: list[Case], settings: EvalSettings, device: str) -> Iterator[dict[str, Any]]:
-    degraded = _to_tensor([c.degraded for c in cases], device)
-    clean = _to_tensor([c.clean for c in cases], device)
+    degraded = cpl_model.to_tensor([c.degraded for c in cases], device)
+    clean = cpl_model.to_tensor([c.clean for c in cases], device)
     with torch.inference_mode():
         restored = cpl_model.restore(model, degraded, tile=settings.tile)
-    ours, baseline = cpl_model.image_metrics(restored, clean), cpl_model.image_metrics(degraded, clean)
+    scores = cpl_model.restoration_metrics(restored, degraded, clean)
     for i, case in enumerate(cases):
         row = {"id": case.id, "task": case.task, "recipe": case.recipe, "height": case.degraded.shape[0],
                "width": case.degraded.shape[1]}
-        for name in METRICS:
-            row[name] = min(float(ours[name][i]), PSNR_CAP)
-            row[f"input_{name}"] = min(float(baseline[name][i]), PSNR_CAP)
-        yield row
+        yield row | {name: float(values[i]) for name, values in scores.items()}
 
 
 def evaluate(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSettings, tracking_uri: str,
@@ -85,41 +70,35 @@ def evaluate(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSetti
     else:
         device = "cuda" if settings.use_gpu else "cpu"
         model = (model or references.load(ref, tracking_uri)).to(device)  # Ray actors load their own copy
-        rows = list(score(model, (item for unit in benchmark.units for item in benchmark.cases(unit)), settings,
-                          device))
+        rows = list(console.progress_bar(
+            score(model, (item for unit in benchmark.units for item in benchmark.cases(unit)), settings, device),
+            desc="evaluating", unit="pair", total=benchmark.pairs(), enabled=settings.progress))
     rows.sort(key=lambda row: row["id"])  # Ray actors finish in any order; the report must not depend on it
     if not any("skip" not in row for row in rows):
-        raise ValueError(f"{benchmark.label}: no pair could be evaluated (skipped: {_skips(benchmark, rows)})")
+        raise DataError(f"{benchmark.label}: no pair could be evaluated (skipped: {_skips(benchmark, rows)})")
     return summarize(ref, benchmark, settings, rows, time.monotonic() - started)
 
 
-class _RayScorer:
-    """A Ray actor: loads the model once, scores whole units."""
+class _RayScorer(references.ModelActor):
+    """A Ray actor: holds the model, scores whole units."""
 
     def __init__(self, ref: dict, tracking_uri: str, spec: dict, settings: EvalSettings) -> None:
-        self.device = "cuda" if settings.use_gpu else "cpu"
-        self.model = references.load(references.ModelRef(**ref), tracking_uri, self.device)
+        super().__init__(ref, tracking_uri, settings.use_gpu)
         self.benchmark, self.settings = benchmarks.reopen(spec), settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         rows = []
         for unit in batch["unit"]:
             rows += score(self.model, self.benchmark.cases(json.loads(unit)), self.settings, self.device)
-        return {"row": [json.dumps(row) for row in rows]}
+        return {"row": [json.dumps(row) for row in rows]}  # as JSON: skip rows have other columns
 
 
 def _score_with_ray(ref, benchmark, settings, tracking_uri) -> list[dict[str, Any]]:
-    import ray.data
-
-    from ..core.runtime import RayConfig, init_ray
-
-    init_ray(RayConfig(progress_bars=False))
-    units = ray.data.from_items([{"unit": json.dumps(unit)} for unit in benchmark.units])
-    scored = units.map_batches(
-        _RayScorer, fn_constructor_kwargs={"ref": ref.as_dict(), "tracking_uri": tracking_uri,
-                                           "spec": benchmark.spec(), "settings": settings},
-        batch_size=1, concurrency=settings.workers, num_gpus=1 if settings.use_gpu else 0, num_cpus=1)
-    return [json.loads(row["row"]) for row in scored.take_all()]
+    scored = map_with_actors([{"unit": json.dumps(unit)} for unit in benchmark.units], _RayScorer,
+                             {"ref": ref.as_dict(), "tracking_uri": tracking_uri, "spec": benchmark.spec(),
+                              "settings": settings}, workers=settings.workers, use_gpu=settings.use_gpu,
+                             progress=settings.progress)
+    return [json.loads(row["row"]) for row in scored]
 
 
 def _skips(benchmark: Benchmark, rows: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -155,7 +134,7 @@ def summarize(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSett
         "model": ref.as_dict(),
         "data": benchmark.describe() | {"skipped": _skips(benchmark, rows)},
         "protocol": {"psnr/ssim": "RGB in [0, 1], data_range 1, scikit-image SSIM (7x7, sample covariance)",
-                     "psnr_y/ssim_y": "BT.601 luma (16-235), same SSIM", "psnr_cap_db": PSNR_CAP,
+                     "psnr_y/ssim_y": "BT.601 luma (16-235), same SSIM", "psnr_cap_db": cpl_model.PSNR_CAP,
                      "tile": settings.tile},
         "tasks": {task: _means(group) for task, group in sorted(by_task.items())},
         "recipes": {recipe: _means(group) for recipe, group in sorted(by_recipe.items()) if recipe not in by_task},

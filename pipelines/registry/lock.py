@@ -10,12 +10,14 @@ import socket
 import time
 from typing import Iterator
 
+from ..core.errors import PipelineError
+
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_WAIT_S = 60.0  # the critical section takes well under a second; waiting longer means trouble
 LOCK_STALE_S = 600.0  # a lock this old was left by a killed process
 
 
-class PromotionError(RuntimeError):
+class PromotionError(PipelineError, RuntimeError):
     """The registry was not changed (or is exactly as before); the message says why."""
 
 

@@ -29,22 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from ..core import references, tracking
+from ..core.errors import DataError
 from ..evaluation import benchmarks
+from ..evaluation.config import EvalSettings
 from ..evaluation.reports import evaluate_and_record
-from ..evaluation.scoring import EvalSettings
+from .config import Gate
 from .lock import PromotionError, registry_lock, who
 
 CHAMPION, PREVIOUS = "champion", "previous-champion"
 EXPERIMENT = "cpl-promotions"
 TAG = "cpl.promotion."
-
-
-@dataclass(frozen=True)
-class Gate:
-    """When a challenger replaces the champion. PSNR in dB, per task, on the same frozen set."""
-
-    margin_db: float = 0.05  # the mean gain over the champion across tasks must reach this
-    tolerance_db: float = 0.10  # and no task may lose more than this
 
 
 @dataclass
@@ -63,7 +57,7 @@ class Decision:
     by: str = field(default_factory=lambda: who())
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "gate": self.gate.model_dump()}
 
     def markdown(self) -> str:
         against = f"champion v{self.champion}" if self.champion else "the degraded input (first model)"
@@ -83,7 +77,7 @@ def judge(challenger: dict[str, Any], champion: dict[str, Any] | None, gate: Gat
     """The gate on two evaluation reports of the same set: ``(promote, reason, per-task table, mean gain)``."""
     tasks = sorted(challenger["tasks"])
     if champion is not None and sorted(champion["tasks"]) != tasks:
-        raise ValueError(f"the reports cover different tasks ({tasks} vs {sorted(champion['tasks'])}); "
+        raise DataError(f"the reports cover different tasks ({tasks} vs {sorted(champion['tasks'])}); "
                          "they must come from the same benchmark")
     table = {}
     for task in tasks:
@@ -127,7 +121,7 @@ def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: 
     """Evaluate the challenger ``reference`` (a registered version) and the current champion on ``data``.
 
     Raises:
-        ModelNotFound, ValueError, PromotionError: naming what is wrong; nothing has changed.
+        ModelNotFound, StorageError, DataError, PromotionError: naming what is wrong; nothing has changed.
     """
     uri = tracking.resolve_tracking_uri()
     tracking.check_reachable(uri)

@@ -34,7 +34,7 @@ def log_and_register(model: torch.nn.Module, run_id: str, uri: str, *, config: d
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as scratch, mlflow.start_run(run_id=run_id):
         scratch = Path(scratch)
-        weights = cpl_model.save_checkpoint(model, scratch / "model.pt", extra={"config": config, "step": step})
+        weights = cpl_model.save_checkpoint(model, scratch / cpl_model.WEIGHTS, extra={"config": config, "step": step})
         (scratch / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (scratch / "model_card.md").write_text(card)
         cv2.imwrite(str(scratch / "validation_grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

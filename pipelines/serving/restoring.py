@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 
 import cv2
 import numpy as np
@@ -22,8 +21,10 @@ import torch
 
 import cpl_model
 
-from ..core import references, storage
+from ..core import console, references, storage
+from ..core.runtime import map_with_actors
 from ..data import sources
+from .config import RestoreSettings
 
 FORMATS = {"png": [cv2.IMWRITE_PNG_COMPRESSION, 3], "jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
            "webp": [cv2.IMWRITE_WEBP_QUALITY, 100], "tif": []}
@@ -33,16 +34,6 @@ MIN_SIDE = 8
 # Outcomes, per input file.
 RESTORED, EXISTING = "restored", "already_restored"
 SAME_OUTPUT = "output_name_taken_by_another_input"
-
-
-@dataclass(frozen=True)
-class RestoreSettings:
-    tile: int | None = 512
-    format: str = "png"
-    overwrite: bool = False
-    workers: int = 0  # Ray actors; 0: in this process
-    use_gpu: bool = False
-    progress: bool = True
 
 
 @dataclass
@@ -106,10 +97,9 @@ def restore_file(model: torch.nn.Module, source: str, target: str, settings: Res
     decoded = sources.decode(data, max_pixels=MAX_PIXELS, min_side=MIN_SIDE)
     if decoded.image is None:
         return decoded.skip_reason
-    x = torch.from_numpy(decoded.image).permute(2, 0, 1)[None].float().div(255).to(device)
     with torch.inference_mode():
-        restored = cpl_model.restore(model, x, tile=settings.tile)
-    image = (restored[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        restored = cpl_model.restore(model, cpl_model.to_tensor(decoded.image, device), tile=settings.tile)
+    image = cpl_model.to_uint8(restored[0])
     suffix = PurePosixPath(target).suffix.lower()
     image_format = {".jpeg": "jpg", ".tiff": "tif"}.get(suffix, suffix.lstrip("."))
     ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), FORMATS.get(image_format, []))
@@ -119,12 +109,11 @@ def restore_file(model: torch.nn.Module, source: str, target: str, settings: Res
     return RESTORED
 
 
-class _RayRestorer:
-    """A Ray actor: loads the model once, restores the files it is given."""
+class _RayRestorer(references.ModelActor):
+    """A Ray actor: holds the model, restores the files it is given."""
 
     def __init__(self, ref: dict, tracking_uri: str, settings: RestoreSettings) -> None:
-        self.device = "cuda" if settings.use_gpu else "cpu"
-        self.model = references.load(references.ModelRef(**ref), tracking_uri, self.device)
+        super().__init__(ref, tracking_uri, settings.use_gpu)
         self.settings = settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
@@ -136,8 +125,6 @@ class _RayRestorer:
 def restore_images(ref: references.ModelRef, input_uri: str, output_uri: str, settings: RestoreSettings,
                    tracking_uri: str) -> RestoreSummary:
     """Restore every image ``input_uri`` names into ``output_uri``; see the module docstring."""
-    if settings.format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {settings.format!r}")
     started = time.monotonic()
     pairs, clashes = plan(input_uri, output_uri, settings.format)
     root = storage.absolute(input_uri)
@@ -151,30 +138,16 @@ def restore_images(ref: references.ModelRef, input_uri: str, output_uri: str, se
         device = "cuda" if settings.use_gpu else "cpu"
         model = references.load(ref, tracking_uri, device)
         results = [(source, restore_file(model, source, target, settings, device))
-                   for source, target in _progress(pairs, settings.progress and len(pairs) > 1)]
+                   for source, target in console.progress_bar(pairs, desc="restoring", unit="image",
+                                                              enabled=settings.progress and len(pairs) > 1)]
     for source, outcome in results:
         summary.outcomes.setdefault(outcome, []).append(name_of(source))
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _progress(pairs: list[tuple[str, str]], show: bool) -> Any:
-    if not show:
-        return pairs
-    from tqdm import tqdm
-
-    return tqdm(pairs, desc="restoring", unit="image")
-
-
 def _restore_with_ray(ref, pairs, settings: RestoreSettings, tracking_uri: str) -> list[tuple[str, str]]:
-    import ray.data
-
-    from ..core.runtime import RayConfig, init_ray
-
-    init_ray(RayConfig(progress_bars=settings.progress))
-    files = ray.data.from_items([{"source": source, "target": target} for source, target in pairs])
-    done = files.map_batches(_RayRestorer, fn_constructor_kwargs={"ref": ref.as_dict(), "tracking_uri": tracking_uri,
-                                                                  "settings": settings},
-                             batch_size=1, concurrency=settings.workers, num_gpus=1 if settings.use_gpu else 0,
-                             num_cpus=1)
-    return sorted((row["source"], row["outcome"]) for row in done.take_all())
+    done = map_with_actors([{"source": source, "target": target} for source, target in pairs], _RayRestorer,
+                           {"ref": ref.as_dict(), "tracking_uri": tracking_uri, "settings": settings},
+                           workers=settings.workers, use_gpu=settings.use_gpu, progress=settings.progress)
+    return sorted((row["source"], row["outcome"]) for row in done)

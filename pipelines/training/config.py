@@ -18,6 +18,24 @@ from ..core.tracking import resolve_tracking_uri
 from ..data.sources import SAMPLES
 from ..data.synthesis import QUICKSTART, SynthesisConfig
 
+HELP = """\
+Train CPL with Ray Train + DeepSpeed, track it in MLflow, and register the model.
+
+Without --config, the embedded default: local Ray, the sample photos, the tiny preset, a local MLflow
+store; a few minutes on CPU. Locations come from config or the environment: RAY_ADDRESS,
+MLFLOW_TRACKING_URI (wins over tracking.uri), run.storage and data.dataset/data.source as folders or
+s3:// URIs (endpoint and credentials from the standard AWS variables). Re-running with the same run
+name resumes it. Config sections: run, model, loss, optim, data, validation, checkpoint, scaling,
+tracking, ray (see configs/train_*.yaml). On a cluster:
+
+    ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- \\
+        python pipelines/train.py --config configs/train_five_task.yaml
+"""
+
+# --smoke: the whole path (data, DeepSpeed, checkpoint, validation, registration) on a budget of steps.
+SMOKE = ["optim.max_steps=4", "optim.warmup_steps=1", "checkpoint.every=2", "loss.cpr.start_step=2",
+         "scaling.workers=1", "scaling.use_gpu=false", "validation.crops_per_recipe=1"]
+
 
 class RunSection(Frozen):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # None: a fresh name; a used name resumes
@@ -81,7 +99,7 @@ class DataSection(Frozen):
 class ValidationSection(Frozen):
     crops_per_recipe: int = Field(2, ge=1)  # online mode: crops of each val source, each under every recipe
     max_pairs: int = Field(512, ge=1)  # published mode: the first pairs of the val split, by sample id
-    images_in_grid: int = Field(8, ge=0)
+    images_in_grid: int = Field(8, ge=0)  # rows of validation_grid.png, one task each
 
 
 class CheckpointSection(Frozen):

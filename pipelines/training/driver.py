@@ -5,9 +5,11 @@
 1. Everything that can fail fast does, before Ray starts: config (already validated), tracking server,
    checkpoint storage, dataset manifest or clean-image source.
 2. The driver creates the MLflow run (or finds it, when the run name is reused) and freezes the
-   validation pairs; Ray Train workers run ``worker.train_loop`` on a DeepSpeed engine.
+   validation pairs; Ray Train workers run ``loop.train_loop`` on a DeepSpeed engine, and rank 0 sends
+   its progress to the driver (``progress``).
 3. The best checkpoint by validation PSNR becomes a new version of the registered model, logged as a
-   pyfunc (``pipelines/serving.py``) with a signature, an input example, a model card and an image grid.
+   pyfunc (``pipelines/registry/pyfunc.py``) with a signature, an input example, a model card and an
+   image grid.
 
 Re-running with the same ``run.name`` resumes: Ray Train restarts from the run's latest checkpoint under
 ``run.storage`` and the same MLflow run continues.
@@ -15,25 +17,24 @@ Re-running with the same ``run.name`` resumes: Ray Train restarts from the run's
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import cpl_model
 
-from ..core import provenance, storage, tracking
+from ..core import console, provenance, storage, tracking
+from ..core.config import ConfigError
 from ..core.runtime import init_ray, is_local, local_cpus
 from ..data import job, online, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
 from .config import TrainConfig, tracking_uri
-from .loop import WEIGHTS, train_loop
+from .loop import train_loop
+from .progress import ProgressChannel
 from .validation import validate
 
 
@@ -81,7 +82,7 @@ def preflight(config: TrainConfig) -> None:
     """Fail before any work when a location is unusable or the local CPUs cannot host the job.
 
     Raises:
-        ConnectionError, StorageError, ValueError: naming the URI or key at fault.
+        TrackingUnreachable, StorageError, ConfigError: naming the URI or key at fault.
     """
     tracking.check_reachable(tracking_uri(config))
     storage.check_writable(config.run.storage)
@@ -94,13 +95,16 @@ def preflight(config: TrainConfig) -> None:
         needed = config.scaling.workers * config.scaling.cpus_per_worker
         if needed > cpus - 1:
             # Training workers holding every CPU leave Ray Data none: the job would hang, not fail.
-            raise ValueError(f"scaling: {config.scaling.workers} workers x {config.scaling.cpus_per_worker} CPU "
-                             f"leave none of the {cpus} local CPUs for the data pipeline; lower "
-                             "scaling.cpus_per_worker (fractions are fine) or raise ray.num_cpus")
+            raise ConfigError(f"scaling: {config.scaling.workers} workers x {config.scaling.cpus_per_worker} CPU "
+                              f"leave none of the {cpus} local CPUs for the data pipeline; lower "
+                              "scaling.cpus_per_worker (fractions are fine) or raise ray.num_cpus")
 
 
-def train(config: TrainConfig) -> Summary:
-    """Run (or resume) the training job described by ``config``; see the module docstring."""
+def train(config: TrainConfig, verbose: bool = False) -> Summary:
+    """Run (or resume) the training job described by ``config``; see the module docstring.
+
+    ``verbose``: the entry point's ``--verbose``, asking for the libraries' own output as well as ours.
+    """
     import ray
 
     preflight(config)
@@ -111,12 +115,15 @@ def train(config: TrainConfig) -> Summary:
     resolved = config.model_dump(mode="json")
     resolved["run"]["name"] = run_name
 
-    init_ray(config.ray, log_to_driver=True, dashboard=True)  # rank 0 prints a progress line per checkpoint
+    # The console shows our progress line (progress.py); the workers' output, and Ray Data's bars for
+    # the validation pairs, only when verbose.
+    init_ray(config.ray.model_copy(update={"progress_bars": config.ray.progress_bars and verbose}),
+             log_to_driver=verbose, dashboard=True)
     if config.data.dataset:
         manifest = versions.read_manifest(config.data.dataset, dataset_version(config, uri, run_name))
         dataset_label = f"{config.data.dataset}@{manifest['version']}"
         dataset_tags = {"dataset": config.data.dataset, "dataset.version": manifest["version"],
-                        "dataset.manifest_sha256": _manifest_digest(manifest)}
+                        "dataset.manifest_sha256": versions.manifest_digest(manifest)}
         validation = published_validation(config, manifest["version"])
     else:
         dataset_label = f"online:{source}"
@@ -128,17 +135,17 @@ def train(config: TrainConfig) -> Summary:
          "synthesis_code_version": provenance.synthesis_code_version(), "cpl.preset": config.model.preset})
     if resumed and tracking.run_tag(uri, run_id, tracking.MODEL_VERSION_TAG):
         tracking.finish_run(uri, run_id)  # as it was: resuming marked it running
-        raise ValueError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
+        raise ConfigError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
 
     print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}, "
           f"{config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}", flush=True)
     try:
         try:
             result = _fit(config, resolved, run_name, run_id, uri, source, validation,
-                          manifest["version"] if config.data.dataset else None)
+                          manifest["version"] if config.data.dataset else None, verbose)
         finally:
             ray.shutdown()  # also flushes the workers' last log lines before the summary
-        return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation)
+        return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation, verbose)
     except BaseException:
         tracking.finish_run(uri, run_id, "FAILED")
         raise
@@ -158,7 +165,7 @@ def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
 
 
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
-         validation: dict[str, Any], version: str | None):
+         validation: dict[str, Any], version: str | None, verbose: bool = False):
     """``version``: the published dataset version to train on; None for the online stream."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -175,16 +182,17 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     threads = None
     if is_local(config.ray) and not scaling.use_gpu:
         threads = max(1, local_cpus(config.ray) // scaling.workers)  # the data pipeline is light next to training
+    channel = ProgressChannel(config.optim.max_steps, verbose)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": resolved, "run_id": run_id, "tracking_uri": uri,
-                           "validation": ray.put(validation), "torch_threads": threads},
+                           "validation": ray.put(validation), "torch_threads": threads, "progress": channel.queue},
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker,
                                   **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}),
         run_config=RunConfig(
-            name=run_name, storage_path=storage_path, storage_filesystem=fs,
+            name=run_name, storage_path=storage_path, storage_filesystem=fs, callbacks=[channel.relay()],
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep,
                                                checkpoint_score_attribute="val_psnr",
@@ -192,7 +200,8 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
         datasets={"train": train_data},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    return trainer.fit()
+    with console.without_lines(console.RAYLET_NOTICES, enabled=not verbose, stream="stdout"), channel:
+        return trainer.fit()
 
 
 def online_training_stream(source: str, config: TrainConfig, samples_per_step: int, resume_step: int):
@@ -233,12 +242,8 @@ def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
             "task": rows["task"], "recipe": rows["recipe"], "sample_id": rows["sample_id"]}
 
 
-def _manifest_digest(manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
 def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, run_id: str, uri: str,
-              dataset_label: str, validation: dict[str, Any]) -> Summary:
+              dataset_label: str, validation: dict[str, Any], verbose: bool = False) -> Summary:
     """Evaluate the best checkpoint on the validation set and log + register it."""
     from ..registry.registration import log_and_register
     from .model_card import model_card
@@ -248,7 +253,7 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
     if best is None:
         raise RuntimeError(f"run {run_name}: training reported no checkpoint")
     with best.as_directory() as directory:
-        model, extra = cpl_model.load_checkpoint(Path(directory) / WEIGHTS)
+        model, extra = cpl_model.load_checkpoint(Path(directory) / cpl_model.WEIGHTS)
     metrics = validate(model, validation, torch.device("cpu"), torch.float32)
     per_task = {}
     for task in sorted(set(validation["task"])):
@@ -256,11 +261,12 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
         per_task[task] = {name: metrics[prefix + name] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
     per_task["all"] = {name: metrics[f"val/{name}"] for name in ("psnr", "ssim", "input_psnr", "input_ssim")}
     step = extra.get("step", 0)
-    example = np.ascontiguousarray(validation["degraded"][:1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
-    model_uri, version = log_and_register(
-        model, run_id, uri, config=resolved, card=model_card(config, run_name, dataset_label, per_task, step),
-        grid=image_grid(model, validation, config.validation.images_in_grid), example=example, step=step,
-        model_name=config.tracking.model_name if config.tracking.register_model else None)
+    example = cpl_model.to_tensor(validation["degraded"][:1]).contiguous().numpy()  # pyfunc input: (1, 3, H, W)
+    with console.without_lines(console.REGISTRY_NOTICES, enabled=not verbose):
+        model_uri, version = log_and_register(
+            model, run_id, uri, config=resolved, card=model_card(config, run_name, dataset_label, per_task, step),
+            grid=image_grid(model, validation, config.validation.images_in_grid), example=example, step=step,
+            model_name=config.tracking.model_name if config.tracking.register_model else None)
     # Ray reports the path inside the storage filesystem (no s3:// scheme); record the URI users can pass on.
     checkpoint = storage.uri_of(best.path, config.run.storage)
     tracking.finish_run(uri, run_id, tags={tracking.MODEL_VERSION_TAG: version or "", "best_checkpoint": checkpoint})

@@ -2,7 +2,9 @@
 
 Runs inside each Ray Train worker (``train_loop``). Every rank steps the same number of times and
 reports a checkpoint at the same steps, so collectives and ``ray.train.report`` never wait on a rank
-that went elsewhere. Rank 0 alone validates and logs to MLflow, into the run the driver created.
+that went elsewhere. Rank 0's extra work (validation, MLflow, the driver's progress line) lives in one
+place, ``RankZeroReporter``; the other ranks hold a plain ``Reporter``, whose calls do nothing, so the
+loop reads the same on every rank.
 
 Metrics are logged exactly once per step even across restarts: rank 0 buffers them, the buffer rides
 in the checkpoint, and it is flushed to MLflow only after the checkpoint is reported, skipping steps
@@ -11,7 +13,6 @@ MLflow already holds. A restart therefore replays, but never re-logs, the steps 
 
 from __future__ import annotations
 
-import logging
 import math
 import tempfile
 import time
@@ -29,14 +30,13 @@ import cpl_model
 from degradation_synth import rng_for
 
 from ..core import tracking
+from ..core.errors import DataError, SetupError
 from ..data import shards
 from .config import TrainConfig
+from .progress import Started, Stepped, send
 from .validation import validate
 
-log = logging.getLogger(__name__)  # Ray Train forwards workers' logs to the driver's console
-
 DS_TAG = "ds"  # DeepSpeed's tag inside every checkpoint directory
-WEIGHTS = "model.pt"  # consolidated fp32 weights + config, usable without DeepSpeed (cpl_model.load_checkpoint)
 
 
 @dataclass
@@ -47,6 +47,71 @@ class Progress:
     samples: int = 0
     best_val_psnr: float = -math.inf
     pending: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # metrics not yet in MLflow
+
+
+class Reporter:
+    """What a rank other than 0 reports: nothing beyond what every rank reports to Ray Train."""
+
+    def started(self, progress: Progress) -> None:
+        pass
+
+    def stepped(self, progress: Progress, sums: dict[str, float], lr: float, seconds: float, waited: float,
+                samples: int) -> None:
+        pass
+
+    def validate(self, model: torch.nn.Module, progress: Progress) -> dict[str, float]:
+        """The metrics this rank passes to ``ray.train.report``; Ray Train scores checkpoints by rank 0's."""
+        return {"step": progress.step, "val_psnr": math.nan}
+
+    def add_weights(self, model: torch.nn.Module, directory: Path, progress: Progress, val_psnr: float) -> None:
+        pass
+
+    def checkpointed(self, progress: Progress) -> None:
+        pass
+
+
+class RankZeroReporter(Reporter):
+    """Rank 0's share of the loop: validation, the metrics bound for MLflow (held in ``progress.pending``
+    until their checkpoint is reported), the weights file of each checkpoint, and the driver's progress line
+    (events on the queue ``loop_config["progress"]``, see ``progress.py``)."""
+
+    def __init__(self, loop_config: dict[str, Any], config: TrainConfig, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        import ray
+
+        self.config, self.device, self.dtype = config, device, dtype
+        self.queue = loop_config.get("progress")
+        self.logger = tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"])
+        self.validation = ray.get(loop_config["validation"])
+
+    def started(self, progress: Progress) -> None:
+        self.logger.flush(progress.pending)  # what a crash between report and flush left behind
+        progress.pending = []
+        send(self.queue, Started(progress.step))
+
+    def stepped(self, progress: Progress, sums: dict[str, float], lr: float, seconds: float, waited: float,
+                samples: int) -> None:
+        progress.pending.append((progress.step, {
+            **{f"train/{name}": value for name, value in sums.items()}, "train/lr": lr,
+            "train/samples_per_s": samples / seconds, "train/input_wait": waited / seconds,
+            "train/samples": float(progress.samples)}))
+        send(self.queue, Stepped(progress.step, sums.get("loss", math.nan), samples / seconds, waited / seconds))
+
+    def validate(self, model: torch.nn.Module, progress: Progress) -> dict[str, float]:
+        metrics = validate(model, self.validation, self.device, self.dtype)
+        progress.best_val_psnr = max(progress.best_val_psnr, metrics["val/psnr"])
+        progress.pending.append((progress.step, {**metrics, "val/best_psnr": progress.best_val_psnr}))
+        return {"step": progress.step, "val_psnr": metrics["val/psnr"], "input_psnr": metrics["val/input_psnr"],
+                "best_psnr": progress.best_val_psnr}
+
+    def add_weights(self, model: torch.nn.Module, directory: Path, progress: Progress, val_psnr: float) -> None:
+        """Beside DeepSpeed's shards: fp32 weights + config, loadable without DeepSpeed."""
+        cpl_model.save_checkpoint(model, directory / cpl_model.WEIGHTS, extra={
+            "config": self.config.model_dump(mode="json"), "step": progress.step, "val_psnr": val_psnr})
+
+    def checkpointed(self, progress: Progress) -> None:
+        self.logger.flush(progress.pending)
+        progress.pending = []
 
 
 def warmup_cosine(warmup: int, total: int, floor: float) -> Any:
@@ -78,10 +143,8 @@ def deepspeed_config(config: TrainConfig, world_size: int, on_gpu: bool) -> dict
 
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Pair rows (encoded as raw uint8 bytes, see ``shards.SHARD_SCHEMA``) -> float (B, 3, H, W) in [0, 1]."""
-    def images(column: str) -> torch.Tensor:
-        return torch.from_numpy(shards.pair_images(batch, column)).permute(0, 3, 1, 2).float().div_(255)
-
-    return {"degraded": images("degraded"), "clean": images("clean"), "task": [str(t) for t in batch["task"]]}
+    return {"degraded": cpl_model.to_tensor(shards.pair_images(batch, "degraded")),
+            "clean": cpl_model.to_tensor(shards.pair_images(batch, "clean")), "task": [str(t) for t in batch["task"]]}
 
 
 class PairCollate(NumpyBatchCollateFn):
@@ -105,13 +168,13 @@ def endless_batches(shard: Any, config: TrainConfig, rank: int) -> Iterator[dict
             yielded = True
             yield batch
         if not yielded:
-            raise RuntimeError("the training data yields no full batch; lower data.batch_size or add data")
+            raise DataError("the training data yields no full batch; lower data.batch_size or add data")
         epoch += 1
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` for ``TorchTrainer``. ``loop_config`` carries the resolved config, the
-    MLflow run, and a reference to the frozen validation pairs."""
+    MLflow run, a reference to the frozen validation pairs and the driver's progress queue (``progress``)."""
     import deepspeed
     import ray.train
     from deepspeed.accelerator import get_accelerator
@@ -127,7 +190,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(loop_config["torch_threads"])
     on_gpu = config.scaling.use_gpu
     if on_gpu and not torch.cuda.is_available():  # Ray reserved a GPU; training on the CPU would hide that
-        raise RuntimeError(f"scaling.use_gpu is set but torch sees no CUDA device on {ray.util.get_node_ip_address()} "
+        raise SetupError(f"scaling.use_gpu is set but torch sees no CUDA device on {ray.util.get_node_ip_address()} "
                            f"(torch {torch.__version__}, CUDA {torch.version.cuda}: is the driver too old?)")
     if on_gpu:
         torch.cuda.set_device(context.get_local_rank())
@@ -154,11 +217,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             _, client_state = engine.load_checkpoint(directory, tag=DS_TAG)
         progress = Progress(**client_state["progress"])
 
-    logger = tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
-    if logger is not None:
-        logger.flush(progress.pending)  # what a crash between report and flush left behind
-        progress.pending = []
-    validation = ray.get(loop_config["validation"]) if rank == 0 else None
+    reporter = RankZeroReporter(loop_config, config, device, dtype) if rank == 0 else Reporter()
+    reporter.started(progress)
 
     batches = endless_batches(ray.train.get_dataset_shard("train"), config, rank)
     samples_per_step = config.data.batch_size * optim.accumulation * world_size
@@ -180,42 +240,24 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     sums[name] += metrics[name] / optim.accumulation
         progress.step += 1
         progress.samples += samples_per_step
-        elapsed = time.perf_counter() - started
-        if rank == 0:
-            progress.pending.append((progress.step, {
-                **{f"train/{name}": value for name, value in sums.items()},
-                "train/lr": schedule.get_last_lr()[0], "train/samples_per_s": samples_per_step / elapsed,
-                "train/input_wait": waited / elapsed, "train/samples": float(progress.samples)}))
+        reporter.stepped(progress, sums, schedule.get_last_lr()[0], time.perf_counter() - started, waited,
+                         samples_per_step)
         if progress.step % config.checkpoint.every == 0 or progress.step == optim.max_steps:
-            report_checkpoint(engine, progress, validation, config, rank, device, dtype, logger)
+            report_checkpoint(engine, progress, reporter)
 
 
-def report_checkpoint(engine: Any, progress: Progress, validation: dict[str, Any] | None, config: TrainConfig,
-                      rank: int, device: torch.device, dtype: torch.dtype, logger: Any) -> None:
+def report_checkpoint(engine: Any, progress: Progress, reporter: Reporter) -> None:
     """Validate (rank 0), save the DeepSpeed checkpoint (every rank), barrier, report, then flush metrics."""
     import ray.train
     import torch.distributed as dist
     from ray.train import Checkpoint
 
-    val_psnr = math.nan
-    if rank == 0:
-        val_metrics = validate(engine.module, validation, device, dtype)
-        val_psnr = val_metrics["val/psnr"]
-        progress.best_val_psnr = max(progress.best_val_psnr, val_psnr)
-        progress.pending.append((progress.step, {**val_metrics, "val/best_psnr": progress.best_val_psnr}))
-        train = progress.pending[-2][1] if len(progress.pending) > 1 else {}
-        log.info("step %d/%d  loss %.4f  %.1f samples/s  validation PSNR %.2f dB (input %.2f)", progress.step,
-                 config.optim.max_steps, train.get("train/loss", math.nan), train.get("train/samples_per_s", math.nan),
-                 val_psnr, val_metrics["val/input_psnr"])
+    metrics = reporter.validate(engine.module, progress)
     with tempfile.TemporaryDirectory() as directory:
         engine.save_checkpoint(directory, tag=DS_TAG, client_state={"progress": vars(progress)})
-        if rank == 0:
-            cpl_model.save_checkpoint(engine.module, Path(directory) / WEIGHTS, extra={
-                "config": config.model_dump(mode="json"), "step": progress.step, "val_psnr": val_psnr})
+        reporter.add_weights(engine.module, Path(directory), progress, metrics["val_psnr"])
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        ray.train.report({"step": progress.step, "val_psnr": val_psnr}, checkpoint=Checkpoint.from_directory(directory),
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                          checkpoint_dir_name=f"step-{progress.step:08d}")
-    if logger is not None:
-        logger.flush(progress.pending)
-    progress.pending = []
+    reporter.checkpointed(progress)

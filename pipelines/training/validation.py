@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 import cpl_model
 from cpl_model.prompts import Routing
 
-from ..core import tracking
+from ..core import grid, tracking
 
 
 @torch.no_grad()
@@ -25,19 +25,16 @@ def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device
     tasks = list(pairs["task"])
     for first in range(0, len(tasks), batch_size):
         chunk = slice(first, first + batch_size)
-        degraded = torch.from_numpy(pairs["degraded"][chunk]).permute(0, 3, 1, 2).float().div(255)
-        clean = torch.from_numpy(pairs["clean"][chunk]).permute(0, 3, 1, 2).float().div(255)
+        degraded, clean = cpl_model.to_tensor(pairs["degraded"][chunk]), cpl_model.to_tensor(pairs["clean"][chunk])
         output = model(degraded.to(device, dtype), aux=True)
-        ours = cpl_model.image_metrics(output.image.float().clamp(0, 1).cpu(), clean)
-        baseline = cpl_model.image_metrics(degraded, clean)
+        scores = cpl_model.restoration_metrics(output.image.float().cpu(), degraded, clean)
         recipes = pairs.get("recipe", tasks)[chunk]
         for i, (task, recipe) in enumerate(zip(tasks[chunk], recipes, strict=True)):
             # Per recipe too where it is finer than the task (noise15/25/50 are all "noise").
             for scope in {"all", task, f"recipe/{recipe}"} - {f"recipe/{task}"}:
                 sums[scope]["count"] += 1
-                for name in ours:
-                    sums[scope][name] += min(ours[name][i].item(), 100.0)  # identical images: PSNR is inf
-                    sums[scope][f"input_{name}"] += min(baseline[name][i].item(), 100.0)
+                for name, values in scores.items():
+                    sums[scope][name] += values[i].item()
         routing.append(output.routing)
     model.train()
     metrics = {}
@@ -55,17 +52,45 @@ def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device
     return metrics
 
 
-def image_grid(model: torch.nn.Module, validation: dict[str, Any], images: int) -> np.ndarray:
-    """Rows of degraded | restored | clean for the first validation pair of each task (RGB uint8)."""
-    first_of_task: dict[str, int] = {}
-    for index, task in enumerate(validation["task"]):
-        first_of_task.setdefault(task, index)
-    rows = []
-    for index in list(first_of_task.values())[:images]:
-        degraded = validation["degraded"][index]
-        x = torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255
+def grid_pairs(validation: dict[str, Any], rows: int) -> list[int]:
+    """Indices of the pairs a grid shows: one per task (in name order, at most ``rows``), each taken from the
+    photo, then the crop, shown least so far, so that the rows show different photos where the set has them.
+
+    Photos and crops are read from ``sample_id`` (``<photo>#<crop>[/<recipe>]``); without it every pair
+    counts as its own photo.
+    """
+    tasks = list(validation["task"])
+    ids = validation.get("sample_id")
+    ids = [f"{index}#0" for index in range(len(tasks))] if ids is None else [str(sample) for sample in ids]
+    photo_of = [sample.partition("#")[0] for sample in ids]
+    crop_of = [sample.split("/")[0] for sample in ids]
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for index, task in enumerate(tasks):
+        by_task[task].append(index)
+    photos: Counter[str] = Counter()
+    crops: Counter[str] = Counter()
+    chosen = []
+    for task in sorted(by_task)[:rows]:
+        index = min(by_task[task], key=lambda i: (photos[photo_of[i]], crops[crop_of[i]], i))
+        photos[photo_of[index]] += 1
+        crops[crop_of[index]] += 1
+        chosen.append(index)
+    return chosen
+
+
+def image_grid(model: torch.nn.Module, validation: dict[str, Any], rows: int) -> np.ndarray:
+    """The validation grid logged with a model (RGB uint8): per task a row degraded | restored | clean of one
+    pair (``grid_pairs``), labelled with the task, the recipe and the PSNR of the input and of the output."""
+    sheet_rows = []
+    recipes = validation.get("recipe")
+    recipes = validation["task"] if recipes is None else recipes
+    for index in grid_pairs(validation, rows):
+        degraded, clean = validation["degraded"][index], validation["clean"][index]
         with torch.inference_mode():
-            restored = cpl_model.restore(model, x)[0].permute(1, 2, 0).numpy()
-        rows.append(np.concatenate([degraded, (restored * 255).round().astype(np.uint8), validation["clean"][index]],
-                                   axis=1))
-    return np.concatenate(rows, axis=0) if rows else np.zeros((1, 1, 3), np.uint8)
+            restored = cpl_model.restore(model, cpl_model.to_tensor(degraded))
+        scores = cpl_model.restoration_metrics(restored, cpl_model.to_tensor(degraded), cpl_model.to_tensor(clean))
+        task, recipe = validation["task"][index], recipes[index]
+        sheet_rows.append(grid.restoration_row(task if recipe == task else f"{task} ({recipe})", degraded,
+                                               cpl_model.to_uint8(restored)[0], clean,
+                                               float(scores["input_psnr"][0]), float(scores["psnr"][0])))
+    return grid.contact_sheet(sheet_rows, grid.RESTORATION_COLUMNS)

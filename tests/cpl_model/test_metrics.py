@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cpl_model import image_metrics, psnr, rgb_to_y, ssim
+from cpl_model import METRICS, PSNR_CAP, image_metrics, psnr, restoration_metrics, rgb_to_y, ssim
 
 PAIRS = [f"{photo}-{recipe}" for photo in ("astronaut", "coffee", "chelsea") for recipe in ("noise25", "haze", "blur")]
 PSNR_TOLERANCE = 1e-4  # dB
@@ -118,3 +118,26 @@ def test_metrics_rank_a_milder_degradation_higher(real_pairs):
     worse, better = image_metrics(d, c), image_metrics(milder, c)
     for name in worse:
         assert better[name].item() > worse[name].item(), name
+
+
+def test_restoration_metrics_score_the_restoration_and_its_degraded_input(real_pairs):
+    degraded = torch.cat([to_tensor(real_pairs[p][0]) for p in PAIRS[:3]])
+    clean = torch.cat([to_tensor(real_pairs[p][1]) for p in PAIRS[:3]])
+    restored = (clean + 0.5 * (degraded - clean)).clamp(0, 1)
+    metrics = restoration_metrics(restored, degraded, clean)
+    assert list(metrics) == list(METRICS) + [f"input_{name}" for name in METRICS]
+    ours, baseline = image_metrics(restored, clean), image_metrics(degraded, clean)
+    for name in METRICS:
+        assert metrics[name].shape == (3,) and metrics[name].dtype == torch.float32
+        assert metrics[name].tolist() == ours[name].tolist()
+        assert metrics[f"input_{name}"].tolist() == baseline[name].tolist()
+
+
+def test_restoration_metrics_cap_the_psnr_of_identical_images_and_nothing_else(real_pairs):
+    degraded, clean = real_pairs["chelsea-blur"]
+    d, c = to_tensor(degraded), to_tensor(clean)
+    metrics = restoration_metrics(c.clone(), d, c)
+    assert metrics["psnr"].item() == metrics["psnr_y"].item() == PSNR_CAP
+    assert metrics["ssim"].item() == pytest.approx(1.0, abs=1e-6)
+    assert metrics["input_psnr"].item() == pytest.approx(reference(degraded, clean)["psnr"], abs=PSNR_TOLERANCE)
+    assert all(math.isfinite(value) for values in metrics.values() for value in values.tolist())

@@ -1,5 +1,5 @@
-"""``training_step``, ``routing_metrics`` and ``evaluate``: gradients everywhere, what CPR does to a toy
-problem, the metric keys, and the warm-up."""
+"""``training_step`` and ``routing_metrics``: gradients everywhere, what CPR does to a toy problem, the
+metric keys, and the warm-up."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from cpl_model import (
     LossConfig,
     RestorationLoss,
     build_model,
-    evaluate,
-    image_metrics,
     routing_metrics,
     training_step,
 )
@@ -228,62 +226,3 @@ def test_routing_metrics_use_the_masked_weights_for_usage():
     probabilities = torch.tensor([[0.5, 0.4, 0.1]])
     metrics = routing_metrics([Routing(probabilities, torch.tensor([[0.0, 0.4, 0.0]]))])
     assert metrics["usage/latent/1"] == 1.0
-
-
-# --- evaluate --------------------------------------------------------------------------------------
-
-METRICS = {"psnr", "ssim", "psnr_y", "ssim_y"}
-
-
-def test_evaluate_reports_per_sample_per_task_and_the_input_baseline(make_batch):
-    batch = make_batch(3, 24, 24)
-    batch["task"] = ["noise", "haze", "noise"]
-    model = build_model("tiny", "sparse").eval()
-    result = evaluate(model, batch)
-    assert set(result) == {"per_sample", "input", "per_task"}
-    assert set(result["per_sample"]) == set(result["input"]) == METRICS
-    assert all(len(v) == 3 and all(isinstance(x, float) for x in v) for v in result["per_sample"].values())
-    with torch.no_grad():
-        ours = image_metrics(model(batch["degraded"]), batch["clean"])
-    baseline = image_metrics(batch["degraded"], batch["clean"])
-    for name in METRICS:
-        assert result["per_sample"][name] == pytest.approx(ours[name].tolist())
-        assert result["input"][name] == pytest.approx(baseline[name].tolist())
-    per_task = result["per_task"]
-    assert set(per_task) == {"noise", "haze"}
-    assert per_task["noise"]["count"] == 2 and per_task["haze"]["count"] == 1
-    for name in METRICS:
-        assert per_task["noise"][name] == pytest.approx((ours[name][0] + ours[name][2]).item() / 2)
-        assert per_task["noise"][f"input_{name}"] == pytest.approx((baseline[name][0] + baseline[name][2]).item() / 2)
-        assert per_task["haze"][name] == pytest.approx(ours[name][1].item())
-
-
-def test_evaluate_without_labels_has_no_per_task_section(make_batch):
-    assert "per_task" not in evaluate(build_model("tiny", "none"), make_batch(1, 16, 16))
-
-
-def test_evaluate_of_an_identity_model_matches_its_input_baseline(make_batch):
-    batch = make_batch(2, 20, 28)
-    batch["task"] = ["noise", "noise"]
-    result = evaluate(nn.Identity(), batch)
-    assert result["per_sample"] == result["input"]
-    assert result["per_task"]["noise"]["psnr"] == result["per_task"]["noise"]["input_psnr"]
-
-
-def test_evaluate_of_perfect_restorations_is_infinite_psnr_and_unit_ssim(make_batch):
-    batch = make_batch(2, 16, 16)
-    batch = {"degraded": batch["clean"], "clean": batch["clean"], "task": ["a", "a"]}
-    result = evaluate(nn.Identity(), batch)
-    assert result["per_task"]["a"]["psnr"] == math.inf
-    assert result["per_task"]["a"]["ssim"] == pytest.approx(1.0)
-
-
-def test_evaluate_runs_without_autograd(make_batch):
-    class GradProbe(nn.Module):
-        def forward(self, x):
-            self.grad_enabled = torch.is_grad_enabled()
-            return x
-
-    probe = GradProbe()
-    evaluate(probe, make_batch(1, 16, 16))
-    assert probe.grad_enabled is False

@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -33,6 +34,29 @@ SYNTHESIS = {"seed": 3, "recipes": "noise25,haze", "patch": 64, "crops_per_image
 ROWS_PER_SHARD = 2
 SOURCE_COUNT = 12
 SOURCE_SIDE = 160  # long side of every source image, in pixels
+
+
+# --- small shared helpers ------------------------------------------------------------------------------
+
+def unique(prefix: str) -> str:
+    """A fresh name (of a run, a registered model, a bucket prefix...) that no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def train_config(*overrides: str):
+    """The default ``TrainConfig`` with ``--set``-style overrides, validated as the CLI does."""
+    from pipelines.core.config import load_config
+    from pipelines.training.config import TrainConfig
+
+    return load_config(TrainConfig, None, list(overrides))
+
+
+def latest(dataset: str) -> str:
+    """The version a dataset's LATEST names."""
+    from pipelines.core import storage
+    from pipelines.data import versions
+
+    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 # --- source images ---------------------------------------------------------------------------------
@@ -69,6 +93,22 @@ def write_photo_folder(folder: Path, count: int = SOURCE_COUNT) -> list[str]:
         assert cv2.imwrite(str(folder / file_name), image)
         names.append(file_name)
     return sorted(names)
+
+
+@pytest.fixture
+def few_photos(tmp_path) -> Path:
+    """Four real photos: enough for every property, cheap for a 2-CPU Ray."""
+    folder = tmp_path / "photos"
+    write_photo_folder(folder, count=4)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    """Four real photos as encoded files (PNG and JPEG), by source id."""
+    images = photo_halves(4)
+    return {f"dir/{name}.{'png' if i % 2 else 'jpg'}": cv2.imencode(f".{'png' if i % 2 else 'jpg'}", image)[1].tobytes()
+            for i, (name, image) in enumerate(images.items())}
 
 
 @dataclass(frozen=True)
@@ -237,6 +277,21 @@ def run_job(source: str, out: str, name: str, rows_per_shard: int = ROWS_PER_SHA
     return job.synthesize(config.source, config.output, config.synthesis, config.model_dump(mode="json"))
 
 
+@pytest.fixture(scope="module")
+def local_train_rows(local_dataset):
+    """The train split of ``local_dataset``: its column names and every row."""
+    from pipelines.data import versions
+
+    dataset = versions.open_dataset(local_dataset.uri, "train")
+    return SimpleNamespace(columns=dataset.schema().names, rows=dataset.take_all())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` (hidden ones included) with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
 @dataclass(frozen=True)
 class Published:
     """A dataset published by a session fixture. Read it; copy it before changing it."""
@@ -379,8 +434,8 @@ def brightener() -> dict[str, Any]:
             photo = photos[int(rng.integers(len(photos)))]
             y, x = rng.integers(0, photo.shape[0] - 32), rng.integers(0, photo.shape[1] - 32)
             crops.append(photo[y:y + 32, x:x + 32])
-        clean = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-        degraded = torch.from_numpy((np.stack(crops) * 0.5).astype(np.uint8)).permute(0, 3, 1, 2).float() / 255
+        clean = cpl_model.to_tensor(crops)
+        degraded = cpl_model.to_tensor((np.stack(crops) * 0.5).astype(np.uint8))
         loss = (model(degraded) - clean).abs().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -402,6 +457,7 @@ def register_model(tracking_uri: str, name: str, model) -> str:
     """Log ``model`` the way training does (pyfunc, card, grid) into a new run and register it; its version."""
     from mlflow import MlflowClient
 
+    import cpl_model
     from pipelines.registry.registration import log_and_register
     from pipelines.training.config import TrainConfig
     from pipelines.training.model_card import model_card
@@ -415,7 +471,7 @@ def register_model(tracking_uri: str, name: str, model) -> str:
     photo = list(photo_halves(1, 64).values())[0]
     validation = {"degraded": (photo[None] * 0.5).astype(np.uint8), "clean": photo[None], "task": ["dim"]}
     per_task = {"dim": {"input_psnr": 0.0, "psnr": 0.0, "input_ssim": 0.0, "ssim": 0.0}}
-    example = np.ascontiguousarray(validation["degraded"].transpose(0, 3, 1, 2), dtype=np.float32) / 255
+    example = cpl_model.to_tensor(validation["degraded"]).contiguous().numpy()
     _, version = log_and_register(model, run_id, tracking_uri, config=config.model_dump(mode="json"),
                                   card=model_card(config, "registry-test", "dim benchmark", per_task, 1),
                                   grid=image_grid(model, validation, 1), example=example, step=1, model_name=name)
@@ -448,3 +504,63 @@ def registered_model(mlflow_server, registered_brighteners):
         return name, [str(client.copy_model_version(registered_brighteners[scale], name).version) for scale in scales]
 
     return make
+
+
+def save_model(folder: Path, state: dict, scale: float) -> Path:
+    """A checkpoint folder holding ``model.pt``, as a Ray Train checkpoint does."""
+    import cpl_model
+
+    cpl_model.save_checkpoint(scaled_model(state, scale), folder / cpl_model.WEIGHTS)
+    return folder
+
+
+# --- promotion ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def registry(registered_model):
+    """``registry(*scales) -> (name, [versions])``: a fresh registered model holding those brighteners."""
+    return lambda *scales: registered_model(*scales, prefix="promote")
+
+
+@pytest.fixture(scope="module")
+def dim_data(tmp_path_factory) -> str:
+    """A paired benchmark folder of the dim tasks, on which the brighteners' quality is known."""
+    return str(write_dim_benchmark(tmp_path_factory.mktemp("dim")))
+
+
+@pytest.fixture
+def tracked(monkeypatch, mlflow_server):
+    """An MlflowClient for in-process promotions against the session's server, on one torch thread (two
+    spin against each other on 2 cores shared with the MLflow and S3 servers)."""
+    import torch
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield MlflowClient(mlflow_server)
+    torch.set_num_threads(threads)
+
+
+def aliases(client, name: str) -> dict[str, str]:
+    return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+
+
+def promotion_tags(client, name: str, version: str) -> dict[str, str]:
+    """The ``cpl.promotion.*`` tags of a version, without their prefix."""
+    from pipelines.registry import promotion
+
+    found = client.get_model_version(name, version).tags
+    return {key.removeprefix(promotion.TAG): value for key, value in found.items() if key.startswith(promotion.TAG)}
+
+
+def promote(name: str, version: str, data: str, tmp_path: Path, gate=None):
+    """Propose and apply the promotion of ``name`` v``version`` in process (the gate's defaults unless ``gate``)."""
+    from pipelines.evaluation.config import EvalSettings
+    from pipelines.registry import promotion
+    from pipelines.registry.config import Gate
+
+    decision = promotion.propose(f"models:/{name}/{version}", data, gate or Gate(), EvalSettings(grid_cases=1),
+                                 tmp_path / uuid.uuid4().hex)
+    promotion.apply(decision, tmp_path / uuid.uuid4().hex)
+    return decision

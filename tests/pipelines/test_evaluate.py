@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,18 @@ from mlflow import MlflowClient
 
 import cpl_model
 from degradation_synth.recipes import Recipe
+from pipelines.core import grid as sheets
 from pipelines.core import provenance, references, storage
 from pipelines.data import sources
 from pipelines.evaluation import benchmarks, reports, scoring
 from pipelines.evaluation.benchmarks import Case, Skip
+from pipelines.evaluation.config import EvalSettings
 
-from .conftest import REPO_ROOT, photo_halves, scaled_model, write_dim_benchmark
+from .conftest import REPO_ROOT, photo_halves, save_model, scaled_model, unique, write_dim_benchmark
 
 pytestmark = pytest.mark.slow
 
 TASKS = ("dim", "dimmer")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def evaluate_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -51,12 +48,6 @@ def write_rgb(path: Path, image: np.ndarray) -> None:
 
 def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def save_model(folder: Path, state: dict, scale: float) -> Path:
-    """A checkpoint folder holding ``model.pt``, as a Ray Train checkpoint does."""
-    cpl_model.save_checkpoint(scaled_model(state, scale), folder / references.WEIGHTS)
-    return folder
 
 
 def messy_benchmark(root: Path) -> Path:
@@ -130,7 +121,13 @@ def test_cli_scores_a_registered_model_on_a_paired_folder_reports_skips_and_logs
     markdown = (out / "report.md").read_text()
     assert f"{name} v{version}" in markdown and "dim/input/bad.png" in markdown and "| dimmer | 3 |" in markdown
     grid = cv2.imread(str(out / "grid.png"))
-    assert grid.shape == (5 * reports.GRID_PANEL, 3 * reports.GRID_PANEL, 3)  # 4 worst + 4 best of 5 cases
+    # A header, then per case shown (4 worst + 4 best of 5 cases: each once) a label strip over its panels,
+    # each panel as large as the largest input enlarged (64-pixel photos, three times).
+    fitted = [sheets.fit(cv2.imread(str(data / case.split("/")[0] / "input" / f"{case.split('/')[1]}.png")))
+              for case in MESSY_IDS]
+    cell_h, cell_w = max(image.shape[0] for image in fitted), max(image.shape[1] for image in fitted)
+    assert max(cell_h, cell_w) == 3 * 64
+    assert grid.shape == (sheets.STRIP + 5 * (sheets.STRIP + cell_h), 3 * cell_w + 2 * sheets.GAP, 3)
 
     (run,) = evaluation_runs(mlflow_server, "cpl.model_name", name)
     assert f"MLflow evaluation run: {run.info.run_id}" in result.stdout
@@ -161,7 +158,7 @@ def test_cli_with_the_identity_checkpoint_reports_model_metrics_exactly_equal_to
     assert result.returncode == 0, result.stderr[-4000:]
 
     report = json.loads((out / "report.json").read_text())
-    assert report["model"]["uri"] == str(checkpoint / references.WEIGHTS) and report["model"]["name"] is None
+    assert report["model"]["uri"] == str(checkpoint / cpl_model.WEIGHTS) and report["model"]["name"] is None
     assert report["data"]["skipped"] == MESSY_SKIPPED
     assert {task: s["count"] for task, s in report["tasks"].items()} == {"dim": 2, "dimmer": 3}
     for summary in [*report["tasks"].values(), report["all"]]:
@@ -170,7 +167,7 @@ def test_cli_with_the_identity_checkpoint_reports_model_metrics_exactly_equal_to
         assert 5 < summary["input"]["psnr"] < 30  # a darkened photo: far from the target, far from the cap
     rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == MESSY_IDS
-    assert all(row[name] == row[f"input_{name}"] for row in rows for name in scoring.METRICS)
+    assert all(row[name] == row[f"input_{name}"] for row in rows for name in cpl_model.METRICS)
     assert (out / "report.md").is_file() and (out / "grid.png").is_file()
     assert "MLflow evaluation run" not in result.stdout
     assert evaluation_runs(mlflow_server, "cpl.model", str(checkpoint)) == []
@@ -214,7 +211,7 @@ def test_every_kind_of_reference_that_names_nothing_is_refused_naming_it(registe
 
 
 def test_cli_fails_with_exit_2_naming_a_model_file_that_is_not_a_checkpoint(eval_env, tmp_path):
-    garbage = tmp_path / "checkpoint" / references.WEIGHTS
+    garbage = tmp_path / "checkpoint" / cpl_model.WEIGHTS
     garbage.parent.mkdir()
     garbage.write_bytes(b"not a torch file at all")
     result = evaluate_cli(eval_env, "--model", str(garbage.parent), "--data",
@@ -281,7 +278,7 @@ def test_a_published_dataset_test_split_is_scored_per_task_with_the_manifest_cou
                                                                                       tmp_path):
     published = request.getfixturevalue(which)
     manifest = published.manifest
-    report, run_id = reports.run(str(checkpoint), published.uri, tmp_path / "out", scoring.EvalSettings(),
+    report, run_id = reports.run(str(checkpoint), published.uri, tmp_path / "out", EvalSettings(),
                                     log=False)
     assert run_id is None
     per_task, per_recipe = expected_groups(manifest, "test")
@@ -304,7 +301,7 @@ def test_the_val_split_and_a_pinned_version_of_a_published_dataset_can_be_scored
     benchmark = benchmarks.open_benchmark(pinned, "val")
     assert benchmark.split == "val" and benchmark.version == manifest["version"]
     ref = references.resolve(str(checkpoint), "unused")
-    report = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused")
+    report = scoring.evaluate(ref, benchmark, EvalSettings(), "unused")
     per_task, _ = expected_groups(manifest, "val")
     assert {task: s["count"] for task, s in report["tasks"].items()} == per_task
     assert sorted(row["id"] for row in report["cases"]) == shard_sample_ids(local_dataset, "val")
@@ -342,8 +339,8 @@ def test_ray_workers_give_the_same_rows_skips_and_summary_as_in_process(ray_clus
     checkpoint = cpl_model.save_checkpoint(scaled_model(brightener, 0.5), tmp_path / "half.pt")
     ref = references.resolve(str(checkpoint), "unused")
     benchmark = benchmarks.open_benchmark(str(data))
-    local = scoring.evaluate(ref, benchmark, scoring.EvalSettings(workers=0), "unused")
-    spread = scoring.evaluate(ref, benchmark, scoring.EvalSettings(workers=2), "unused")
+    local = scoring.evaluate(ref, benchmark, EvalSettings(workers=0), "unused")
+    spread = scoring.evaluate(ref, benchmark, EvalSettings(workers=2), "unused")
     assert [row["id"] for row in local["cases"]] == MESSY_IDS
     assert_same_up_to_rounding(spread["cases"], local["cases"])
     assert spread["data"]["skipped"] == local["data"]["skipped"] == MESSY_SKIPPED
@@ -419,7 +416,7 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
     clean, degraded = photos[0], (photos[0] * 0.5).astype(np.uint8)
     benchmark = one_pair(tmp_path / "bench", degraded, clean)
     ref = references.ModelRef("identity", "identity")
-    (row,) = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused",
+    (row,) = scoring.evaluate(ref, benchmark, EvalSettings(), "unused",
                                  model=scaled_model(brightener, 0.0))["cases"]
     psnr = peak_signal_noise_ratio(clean, degraded, data_range=255)
     ssim = structural_similarity(clean, degraded, channel_axis=2, data_range=255)
@@ -427,7 +424,7 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
     assert row["ssim"] == row["input_ssim"] == pytest.approx(ssim, abs=1e-4)
 
     model = scaled_model(brightener, 1.0)
-    (row,) = scoring.evaluate(ref, benchmark, scoring.EvalSettings(), "unused", model=model)["cases"]
+    (row,) = scoring.evaluate(ref, benchmark, EvalSettings(), "unused", model=model)["cases"]
     with torch.inference_mode():
         restored = model(torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)
     restored = restored[0].permute(1, 2, 0).double().numpy()
@@ -440,12 +437,12 @@ def test_psnr_and_ssim_agree_with_scikit_image_for_the_input_and_for_a_restoring
 
 def test_an_input_identical_to_its_target_reports_the_capped_psnr_and_perfect_ssim(brightener, photos, tmp_path):
     benchmark = one_pair(tmp_path / "bench", photos[0], photos[0])
-    report = scoring.evaluate(references.ModelRef("identity", "identity"), benchmark, scoring.EvalSettings(),
+    report = scoring.evaluate(references.ModelRef("identity", "identity"), benchmark, EvalSettings(),
                                  "unused", model=scaled_model(brightener, 0.0))
     (row,) = report["cases"]
-    assert row["psnr"] == row["input_psnr"] == row["psnr_y"] == scoring.PSNR_CAP
+    assert row["psnr"] == row["input_psnr"] == row["psnr_y"] == cpl_model.PSNR_CAP
     assert row["ssim"] == pytest.approx(1.0) and row["ssim_y"] == pytest.approx(1.0)
-    assert report["all"]["model"]["psnr"] == scoring.PSNR_CAP and report["all"]["gain_psnr"] == 0.0
+    assert report["all"]["model"]["psnr"] == cpl_model.PSNR_CAP and report["all"]["gain_psnr"] == 0.0
 
 
 def test_two_files_with_one_name_are_reported_not_guessed_between(tmp_path):
@@ -463,7 +460,7 @@ def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brighte
     write_rgb(data / "Rain100L (heavy)" / "input" / "0.png", (photo * 0.5).astype(np.uint8))
     write_rgb(data / "Rain100L (heavy)" / "target" / "0.png", photo)
     checkpoint = save_model(tmp_path / "checkpoint", brightener, 1.0)
-    report, run_id = reports.run(str(checkpoint), str(data), tmp_path / "out", scoring.EvalSettings(), log=True,
+    report, run_id = reports.run(str(checkpoint), str(data), tmp_path / "out", EvalSettings(), log=True,
                                     experiment=unique("names"))
     assert list(report["tasks"]) == ["Rain100L (heavy)"]
     logged = MlflowClient(mlflow_server).get_run(run_id).data.metrics

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import boto3
@@ -24,24 +23,21 @@ import cpl_model
 from pipelines.core import references
 from pipelines.data import sources
 from pipelines.serving import restoring
+from pipelines.serving.config import RestoreSettings
 
-from .conftest import REPO_ROOT, photo_halves, scaled_model
+from .conftest import REPO_ROOT, photo_halves, save_model, unique
 
 pytestmark = pytest.mark.slow
 
 SIDE = 96  # long side of the small test photos
 CORRUPT = "sub/broken.jpg"
 SKIPPED_LINE = f"skipped {CORRUPT}: {sources.UNDECODABLE}"
-FAST = restoring.RestoreSettings(progress=False)
+FAST = RestoreSettings(progress=False)
 
 
 def restore_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "pipelines/restore.py", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
@@ -56,12 +52,6 @@ def write(path: Path, image: np.ndarray) -> None:
 
 def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def save_model(folder: Path, state: dict, scale: float) -> Path:
-    """A checkpoint folder holding ``model.pt``."""
-    cpl_model.save_checkpoint(scaled_model(state, scale), folder / references.WEIGHTS)
-    return folder
 
 
 def mixed_folder(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -157,7 +147,7 @@ def test_rerun_keeps_existing_outputs_and_overwrite_restores_them_again(env, tra
     for path, image in zip(("a.png", "b.jpg", "sub/c.png"), photos, strict=True):
         write(tmp_path / "in" / path, image)
     out = tmp_path / "out"
-    args = ["--model", str(trained / references.WEIGHTS), "--input", str(tmp_path / "in"), "--output", str(out)]
+    args = ["--model", str(trained / cpl_model.WEIGHTS), "--input", str(tmp_path / "in"), "--output", str(out)]
 
     first = restore_cli(env, *args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -259,8 +249,8 @@ def test_an_s3_prefix_is_restored_into_another_prefix_with_an_s3_checkpoint(env,
         s3.put_object(Bucket=bucket, Key=f"in/{key}{ext}", Body=data)
         expected[f"{key}.png"] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     s3.put_object(Bucket=bucket, Key=f"in/{CORRUPT}", Body=b"\x00garbage, not a JPEG\xff" * 40)
-    s3.put_object(Bucket=bucket, Key=f"models/identity/{references.WEIGHTS}",
-                  Body=(save_model(tmp_path / "model", brightener, 0.0) / references.WEIGHTS).read_bytes())
+    s3.put_object(Bucket=bucket, Key=f"models/identity/{cpl_model.WEIGHTS}",
+                  Body=(save_model(tmp_path / "model", brightener, 0.0) / cpl_model.WEIGHTS).read_bytes())
 
     result = restore_cli(env, "--model", f"s3://{bucket}/models/identity", "--input", f"s3://{bucket}/in/",
                          "--output", f"s3://{bucket}/out")
@@ -288,7 +278,7 @@ def test_tiles_reproduce_the_identity_exactly_and_stay_close_to_the_whole_image_
     def restore(model: Path, name: str, tile: int | None) -> np.ndarray:
         output = tmp_path / f"{model.name}-{tile}" / "out.png"
         summary = restoring.restore_images(references.resolve(str(model), ""), str(tmp_path / name), str(output),
-                                           restoring.RestoreSettings(tile=tile, progress=False), "")
+                                           RestoreSettings(tile=tile, progress=False), "")
         assert summary.outcomes == {restoring.RESTORED: [str(tmp_path / name)]}
         return cv2.imread(str(output), cv2.IMREAD_UNCHANGED)
 
@@ -314,7 +304,7 @@ def test_ray_workers_write_the_same_bytes_as_in_process_and_report_the_corrupt_f
     # One torch thread here as in each one-CPU actor: float sums can round a pixel differently with another count.
     local = restoring.restore_images(ref, str(tmp_path / "in"), str(tmp_path / "local"), FAST, mlflow_server)
     remote = restoring.restore_images(ref, str(tmp_path / "in"), str(tmp_path / "ray"),
-                                      restoring.RestoreSettings(workers=2, progress=False), mlflow_server)
+                                      RestoreSettings(workers=2, progress=False), mlflow_server)
     assert remote.skipped == local.skipped == {sources.UNDECODABLE: [CORRUPT]}
     assert sorted(remote.outcomes[restoring.RESTORED]) == sorted(local.outcomes[restoring.RESTORED]) == \
         ["dark.png", "other.png", "sub/deeper/gray.png", "sub/photo.jpeg"]
@@ -329,10 +319,10 @@ def test_inputs_that_would_share_an_output_are_reported_and_relative_paths_reach
     write(tmp_path / "in" / "a.png", photo)
     write(tmp_path / "in" / "a.jpg", photo)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / references.WEIGHTS).write_bytes((identity / references.WEIGHTS).read_bytes())
+    (tmp_path / "model" / cpl_model.WEIGHTS).write_bytes((identity / cpl_model.WEIGHTS).read_bytes())
     monkeypatch.chdir(tmp_path)  # not where Ray started: actors resolve relative paths elsewhere
     summary = restoring.restore_images(references.resolve("model", "unused"), "in", "out",
-                                       restoring.RestoreSettings(workers=1, progress=False), "unused")
+                                       RestoreSettings(workers=1, progress=False), "unused")
     assert summary.outcomes[restoring.RESTORED] == ["a.jpg"]
     assert summary.skipped == {restoring.SAME_OUTPUT: ["a.png"]}
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["a.png"]

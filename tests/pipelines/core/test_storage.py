@@ -10,7 +10,7 @@ import pytest
 from pipelines.core import storage
 from pipelines.core.storage import AlreadyExists, StorageError
 
-from .conftest import run_together
+from ..conftest import run_together
 
 
 def test_write_then_read_returns_the_same_bytes(root):

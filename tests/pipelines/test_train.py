@@ -8,6 +8,7 @@ tracking over HTTP, checkpoints in S3. Interruptions are real kills: the whole d
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,22 @@ def wait_for_checkpoint(process: subprocess.Popen, storage_uri: str, run_name: s
         time.sleep(0.5)
 
 
+def assert_console_speaks_for_the_job(output: str, run_name: str, total: int, checkpoints: list[int]) -> None:
+    """The header, our progress and checkpoint lines, the summary; none of Ray's, DeepSpeed's or MLflow's chatter."""
+    lines = output.splitlines()
+    assert lines[0].startswith(f"run {run_name}: starting"), output[-3000:]
+    reported = [line for line in lines if ": checkpoint step-" in line]
+    assert [line.split(":")[0] for line in reported] == [f"step {step}/{total}" for step in checkpoints], output
+    assert all("validation PSNR" in line for line in reported)
+    assert any(line.startswith(f"step {total}/{total} [") for line in lines), output
+    assert any(line.startswith(f"run {run_name} (") for line in lines) and "degraded input -> restored" in output
+    for chatter in ("Checkpoint successfully created", "Reporting training result", "TrainController", "RayTrainWorker",
+                    "Setting accelerator", "Started a local Ray instance", "Add type hints", "Downloading artifacts",
+                    "Successfully registered model", "Created version", "Warning", "INFO"):
+        assert chatter not in output, f"{chatter!r} in the console:\n{output[-3000:]}"
+    assert len(lines) <= 40, output
+
+
 def runs_named(tracking_uri: str, run_name: str) -> list:
     from mlflow import MlflowClient
 
@@ -92,6 +109,7 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     assert logged_steps(mlflow_server, run.info.run_id, "val/psnr") == [2, 4]
     version = run.data.tags["cpl.model_version"]
     assert f"models:/cpl-restore/{version}" in output
+    assert_console_speaks_for_the_job(output, "smoke", total=4, checkpoints=[2, 4])
     assert run.data.params["model.preset"] == "tiny" and run.data.tags["dataset"].startswith("online:")
     assert run.data.tags["code_version"] == provenance.code_version()
     assert run.data.tags["synthesis_code_version"] == provenance.synthesis_code_version()
@@ -148,6 +166,7 @@ def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(t
 
     output = finish(start_train(train_env, *args))
     assert "resuming" in output
+    assert sum(line.startswith("resuming from the checkpoint at step ") for line in output.splitlines()) == 1, output
     (run,) = runs_named(mlflow_server, "resumed")
     assert run.info.status == "FINISHED"
     assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4, 5, 6]
@@ -160,14 +179,25 @@ def test_a_killed_worker_is_replaced_and_the_run_continues(train_env, mlflow_ser
                           "--set", "run.max_failures=1", "--set", "optim.max_steps=6", "--set", "optim.warmup_steps=1",
                           *[f"--set={item}" for item in FAST])
     wait_for_checkpoint(process, storage_uri, "worker-killed", 2)
-    workers = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
-    assert workers, "no Ray Train worker process found"
+    # A worker of this run's own Ray (its session: Ray gives workers process groups of their own), never
+    # one of another job on the machine.
+    workers = subprocess.run(["pgrep", "-s", str(process.pid), "-f", "RayTrainWorker"], capture_output=True,
+                             text=True).stdout.split()
+    if not workers:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("no Ray Train worker process found")
     os.kill(int(workers[0]), signal.SIGKILL)
 
     output = finish(process)
     (run,) = runs_named(mlflow_server, "worker-killed")
     assert run.info.status == "FINISHED", output[-3000:]
     assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    # Ray's notices about the dead worker become one line of ours, naming the step the new group resumes
+    # from (0 when the kill landed before checkpoint 2 was complete).
+    restarts = [line for line in output.splitlines() if line.startswith("worker group failed (rank ")]
+    assert len(restarts) == 1, output
+    assert re.search(r"\); restarted from (the checkpoint at step [24]|step 0 \(no checkpoint yet\))$", restarts[0])
+    assert "(raylet)" not in output and "RayTrainWorker" not in output
 
 
 def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_path):

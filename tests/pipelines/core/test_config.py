@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from degradation_synth import RECIPE_SETS, RECIPES
-from pipelines.core.config import ConfigError, Frozen, load_config, parse_override
+from pipelines.core.config import ConfigError, Frozen, Tile, load_config, parse_override
+from pipelines.core.errors import PipelineError
 from pipelines.data.job import SynthesizeConfig
 from pipelines.data.synthesis import SynthesisConfig
 
@@ -136,42 +136,26 @@ def test_loaded_configs_are_frozen(config_file):
         config.synthesis.seed = 9
 
 
-def test_val_and_test_fractions_that_leave_no_training_split_are_rejected():
-    """val_fraction and test_fraction are each below 1, but together they must leave room for train."""
-    with pytest.raises((ConfigError, ValueError), match="fraction"):
-        load_config(SynthesizeConfig, None, ["source=/a", "synthesis.val_fraction=0.6",
-                                             "synthesis.test_fraction=0.6"])
+def test_an_error_about_a_key_names_the_flag_that_sets_it():
+    with pytest.raises(ConfigError, match=r"^config error: synthesis\.patch \(--patch\): .*\(got 8\)$"):
+        load_config(SynthesizeConfig, None, ["source=/a", "synthesis.patch=8"], flags={"synthesis.patch": "--patch"})
 
 
-# --- recipes -----------------------------------------------------------------------------------------
-
-def test_recipe_and_set_names_resolve_in_order():
-    recipes = SynthesisConfig(recipes="haze, three_task").resolved_recipes()
-    assert [r.name for r in recipes] == ["haze", *RECIPE_SETS["three_task"]]
+def test_config_errors_are_pipeline_errors_and_still_value_errors():
+    assert issubclass(ConfigError, PipelineError) and issubclass(ConfigError, ValueError)
 
 
-def test_an_unknown_recipe_name_is_a_value_error_listing_the_known_names():
-    config = load_config(SynthesizeConfig, None, ["source=/a", "synthesis.recipes=noise25,hazy"])
-    with pytest.raises(ValueError, match="'hazy'") as caught:
-        config.synthesis.resolved_recipes()
-    message = str(caught.value)
-    assert all(name in message for name in RECIPES)
-    assert all(name in message for name in RECIPE_SETS)
+@pytest.mark.parametrize(("tile", "expected"), [(0, None), (None, None), (96, 96), (512, 512)])
+def test_a_tile_of_0_or_null_means_whole_images(tile, expected):
+    class Tiled(Frozen):
+        tile: Tile = 512
+
+    assert load_config(Tiled, None, [f"tile={'null' if tile is None else tile}"]).tile == expected
 
 
-def test_recipes_naming_nothing_is_an_error():
-    with pytest.raises(ValueError, match="names no recipe"):
-        SynthesisConfig(recipes=" , ").resolved_recipes()
+def test_a_tile_too_small_for_its_overlap_is_named():
+    class Tiled(Frozen):
+        tile: Tile = 512
 
-
-def test_weights_for_a_recipe_that_is_not_in_the_mixture_are_an_error():
-    with pytest.raises(ValueError, match="recipe_weights names 'rain'"):
-        SynthesisConfig(recipes="haze,noise25", recipe_weights={"rain": 2.0}).resolved_recipes()
-
-
-def test_recipe_files_add_named_recipes_usable_beside_built_in_ones(tmp_path):
-    path = tmp_path / "extra.yaml"
-    path.write_text("name: foggy\nsteps:\n  - kind: haze\n    beta: [1.0, 2.0]\n")
-    recipes = SynthesisConfig(recipes="foggy,noise25", recipe_files=[str(path)]).resolved_recipes()
-    assert [r.name for r in recipes] == ["foggy", "noise25"]
-    assert [step.kind.value for step in recipes[0].steps] == ["haze"]
+    with pytest.raises(ConfigError, match=r"config error: tile: must be 0 \(whole images\) or at least 96"):
+        load_config(Tiled, None, ["tile=64"])

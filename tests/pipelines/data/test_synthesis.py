@@ -1,40 +1,31 @@
-"""The per-batch synthesis transform, the split rule, the shard plan and the shard writer, called
-directly (no Ray).
+"""The synthesis config and the per-batch transform, called directly (no Ray).
 
 These are the pieces whose purity makes the job deterministic: a sample's pair depends only on the
-seed, its content and its crop index, never on which batch or worker it lands in.
+seed, its content and its crop index, never on which batch or worker it lands in; its split only on
+its content.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from degradation_synth import replay
-from pipelines.data import shards, sources, synthesis
-from pipelines.data.shards import SHARD_SCHEMA, shard_plan, write_shards
-from pipelines.data.synthesis import PAIR_COLUMNS, Synthesize, split_of
+from degradation_synth import RECIPE_SETS, RECIPES, replay
+from pipelines.core.config import ConfigError, load_config
+from pipelines.data import sources, synthesis
+from pipelines.data.job import SynthesizeConfig
+from pipelines.data.synthesis import PAIR_COLUMNS, SynthesisConfig, Synthesize, split_of
 
-from .conftest import photo_halves
+from ..conftest import photo_halves, synthesis_config
 
 PATCH = 64
-
-
-@pytest.fixture(scope="module")
-def files() -> dict[str, bytes]:
-    """Four real photos as encoded files (PNG and JPEG), by source id."""
-    images = photo_halves(4)
-    return {f"dir/{name}.{'png' if i % 2 else 'jpg'}": cv2.imencode(f".{'png' if i % 2 else 'jpg'}", image)[1].tobytes()
-            for i, (name, image) in enumerate(images.items())}
 
 
 def batch_of(files: dict[str, bytes]) -> dict[str, np.ndarray]:
@@ -61,13 +52,6 @@ def by_sample(out: dict[str, list]) -> dict[str, dict]:
 def as_image(data: bytes, side: int = PATCH) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(side, side, 3)
 
-
-def write(out: dict[str, list], version_uri: str, task: int = 0) -> dict[str, dict]:
-    """``write_shards`` of one task's pairs: the stats of each shard, by split."""
-    return {stats["split"]: stats for stats in write_shards(out, version_uri, task)}
-
-
-# --- Synthesize --------------------------------------------------------------------------------------
 
 def test_every_source_gives_one_row_per_crop_with_every_column(files):
     out = Synthesize(config(crops_per_image=3))(batch_of(files))
@@ -168,8 +152,6 @@ def test_a_converted_source_is_marked_on_its_rows(files):
     assert all(row["skip_reason"] == "" for row in out)
 
 
-# --- split_of ----------------------------------------------------------------------------------------
-
 def test_split_of_is_a_deterministic_function_of_the_hash():
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(200)]
     assert [split_of(h, 0.2, 0.1) for h in hashes] == [split_of(h, 0.2, 0.1) for h in hashes]
@@ -190,67 +172,82 @@ def test_split_of_follows_the_fractions_over_many_sources():
     assert abs(counts["test"] / len(hashes) - 0.1) < 0.015
 
 
-# --- shard_plan --------------------------------------------------------------------------------------
-
-def test_the_plan_cuts_the_listing_into_runs_of_consecutive_sources_across_units():
-    units = [("a.parquet", 5), ("b.parquet", 1), ("c.parquet", 6)]
-    assert shard_plan(units, 4) == [[["a.parquet", 0, 4]], [["a.parquet", 4, 5], ["b.parquet", 0, 1],
-                                                            ["c.parquet", 0, 2]], [["c.parquet", 2, 6]]]
-
-
-def test_the_plan_of_a_folder_and_of_its_packed_table_name_the_same_sources_per_task():
-    files = [(f"img-{i}.png", 1) for i in range(10)]
-    per_task = [[stop - start for _, start, stop in task] for task in shard_plan(files, 3)]
-    packed = [[stop - start for _, start, stop in task] for task in shard_plan([("p0", 4), ("p1", 6)], 3)]
-    assert [sum(n) for n in per_task] == [sum(n) for n in packed] == [3, 3, 3, 1]
+def test_val_and_test_fractions_that_leave_no_training_split_are_rejected():
+    """val_fraction and test_fraction are each below 1, but together they must leave room for train."""
+    with pytest.raises((ConfigError, ValueError), match="fraction"):
+        load_config(SynthesizeConfig, None, ["source=/a", "synthesis.val_fraction=0.6",
+                                             "synthesis.test_fraction=0.6"])
 
 
-@pytest.mark.parametrize("rows, crops, expected", [(512, 64, 9), (512, 4, 142), (2, 1, 2), (1, 64, 1)])
-def test_a_task_gets_enough_sources_for_a_train_shard_of_rows_per_shard(rows, crops, expected):
-    assert shards.sources_per_shard(rows, config(crops_per_image=crops, val_fraction=0.05,
-                                                 test_fraction=0.05)) == expected
+def test_recipe_and_set_names_resolve_in_order():
+    recipes = SynthesisConfig(recipes="haze, three_task").resolved_recipes()
+    assert [r.name for r in recipes] == ["haze", *RECIPE_SETS["three_task"]]
 
 
-# --- write_shards ------------------------------------------------------------------------------------
-
-def test_a_task_writes_one_shard_per_split_its_sources_fall_in_named_by_split_and_task(files, tmp_path):
-    out = Synthesize(config())(batch_of(files))
-    stats = write(out, str(tmp_path), task=7)
-    assert set(stats) == set(out["split"])
-    for split, shard in stats.items():
-        assert shard["path"] == f"part-{split}-00007.parquet"
-        table = pq.read_table(tmp_path / shard["path"])
-        assert set(table.column("split").to_pylist()) == {split} and table.num_rows == shard["rows"]
-        assert shard["sha256"] == hashlib.sha256((tmp_path / shard["path"]).read_bytes()).hexdigest()
+def test_an_unknown_recipe_name_fails_with_the_config_listing_the_known_names():
+    with pytest.raises(ConfigError, match=r"config error: synthesis: recipes: .*'hazy'") as caught:
+        load_config(SynthesizeConfig, None, ["source=/a", "synthesis.recipes=noise25,hazy"])
+    message = str(caught.value)
+    assert all(name in message for name in RECIPES)
+    assert all(name in message for name in RECIPE_SETS)
 
 
-def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tmp_path):
-    out = Synthesize(config())(batch_of(files))
-    order = list(range(len(out["sample_id"])))
-    random.Random(3).shuffle(order)
-    shuffled = {column: [values[i] for i in order] for column, values in out.items()}
-    first, second = write(out, str(tmp_path / "a")), write(shuffled, str(tmp_path / "b"))
-    assert first == second
-    for shard in first.values():
-        assert (tmp_path / "a" / shard["path"]).read_bytes() == (tmp_path / "b" / shard["path"]).read_bytes()
+def test_an_unknown_recipe_in_the_training_config_fails_before_ray_starts():
+    """Training resolves recipes only on its workers; the config check must find a misspelt one first."""
+    from pipelines.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"config error: data\.synthesis: recipes: .*'hazy'"):
+        load_config(TrainConfig, None, ["data.synthesis.recipes=hazy"])
 
 
-def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_schema(files, tmp_path):
-    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of({**files, "empty.jpg": b""}))
-    stats = write(out, str(tmp_path))
-    assert list(stats) == ["train"] and stats["train"]["rows"] == 2 * len(files)
-    table = pq.read_table(io.BytesIO((tmp_path / stats["train"]["path"]).read_bytes()))
-    assert table.schema.names == SHARD_SCHEMA.names
-    ids = table.column("sample_id").to_pylist()
-    assert ids == sorted(ids) and "empty.jpg#-1" not in ids
-    assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg")]
-    assert sum(stats["train"]["counts"].values()) == 2 * len(files)
+def test_recipes_naming_nothing_is_an_error():
+    with pytest.raises(ValueError, match="names no recipe"):
+        SynthesisConfig(recipes=" , ").resolved_recipes()
 
 
-def test_a_shard_of_skipped_sources_only_writes_no_file_but_reports_them(tmp_path):
-    bad = {"empty.jpg": b"", "notes.jpg": b"text " * 30}
-    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of(bad))
-    stats = write(out, str(tmp_path / "v"))
-    assert stats["train"]["rows"] == 0 and stats["train"]["path"] == ""
-    assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg"), (sources.UNDECODABLE, "notes.jpg")]
-    assert not (tmp_path / "v").exists()
+def test_weights_for_a_recipe_that_is_not_in_the_mixture_are_an_error():
+    with pytest.raises(ValueError, match="recipe_weights names 'rain'"):
+        SynthesisConfig(recipes="haze,noise25", recipe_weights={"rain": 2.0}).resolved_recipes()
+
+
+def test_recipe_files_add_named_recipes_usable_beside_built_in_ones(tmp_path):
+    path = tmp_path / "extra.yaml"
+    path.write_text("name: foggy\nsteps:\n  - kind: haze\n    beta: [1.0, 2.0]\n")
+    recipes = SynthesisConfig(recipes="foggy,noise25", recipe_files=[str(path)]).resolved_recipes()
+    assert [r.name for r in recipes] == ["foggy", "noise25"]
+    assert [step.kind.value for step in recipes[0].steps] == ["haze"]
+
+
+def test_validation_pairs_apply_every_recipe_to_crops_of_each_val_source_only(photo_folder):
+    config = synthesis_config(val_fraction=0.3, test_fraction=0.3, patch=48)
+    pairs = synthesis.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
+    contents = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in photo_folder.iterdir()}
+    val_sources = sorted(name for name, content in contents.items()
+                         if synthesis.split_of(content, config.val_fraction, config.test_fraction) == "val")
+    assert val_sources and len(val_sources) < len(contents)  # the check below means something
+    recipes = [recipe.name for recipe in config.resolved_recipes()]
+    assert sorted(pairs["sample_id"]) == sorted(f"{source}#{crop}/{recipe}" for source in val_sources
+                                                for crop in range(2) for recipe in recipes)
+    count = len(val_sources) * 2 * len(recipes)
+    assert pairs["degraded"].shape == pairs["clean"].shape == (count, 48, 48, 3)
+    assert pairs["degraded"].dtype == pairs["clean"].dtype == np.uint8
+    assert Counter(pairs["recipe"]) == {recipe: len(val_sources) * 2 for recipe in recipes}
+    tasks = {recipe.name: recipe.task for recipe in config.resolved_recipes()}
+    assert pairs["task"] == [tasks[recipe] for recipe in pairs["recipe"]]
+    # Every recipe degrades the same clean crop: the clean patch depends on source and crop only.
+    by_crop = defaultdict(set)
+    for sample_id, clean in zip(pairs["sample_id"], pairs["clean"], strict=True):
+        by_crop[sample_id.split("/")[0]].add(clean.tobytes())
+    assert all(len(cleans) == 1 for cleans in by_crop.values())
+    assert len({next(iter(c)) for c in by_crop.values()}) == len(by_crop)
+
+    again = synthesis.validation_pairs(str(photo_folder), config, crops_per_recipe=2)
+    assert again["sample_id"] == pairs["sample_id"] and again["task"] == pairs["task"]
+    np.testing.assert_array_equal(again["degraded"], pairs["degraded"])
+    np.testing.assert_array_equal(again["clean"], pairs["clean"])
+
+
+def test_validation_pairs_from_an_empty_val_split_fail_naming_the_split(few_photos):
+    config = synthesis_config(val_fraction=0.0, test_fraction=0.3)
+    with pytest.raises(ValueError, match="val split"):
+        synthesis.validation_pairs(str(few_photos), config)

@@ -13,7 +13,7 @@ from pipelines.core import storage
 from pipelines.core.storage import AlreadyExists, StorageError
 from pipelines.data import versions
 
-from .conftest import run_together
+from ..conftest import latest, run_together
 
 OLD, MID, NEW = "20260101T000000Z-aaaaaa", "20260201T000000Z-bbbbbb", "20260301T000000Z-cccccc"
 
@@ -42,10 +42,6 @@ def delete_object(uri: str) -> None:
         storage.s3_client().delete_object(Bucket=bucket, Key=key)
     else:
         os.remove(uri)
-
-
-def latest(dataset: str) -> str:
-    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 def stored_manifest(dataset: str, version: str) -> dict:

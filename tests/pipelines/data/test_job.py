@@ -1,7 +1,7 @@
 """The synthesis job end to end on a local Ray: folder or packed table in, published version out, on local
-folders and S3; determinism; disjoint splits; bad inputs; failed runs; the online mode.
+folders and S3; determinism; disjoint splits; bad inputs; failed runs; and its refusals before any work.
 
-Each Ray job costs seconds here (a CLI run with its own Ray, 15-20 s), so runs are module- or session-scoped fixtures that tests only read.
+Each Ray job costs seconds here, so runs are module- or session-scoped fixtures that tests only read.
 """
 
 from __future__ import annotations
@@ -21,29 +21,25 @@ import pytest
 from degradation_synth import replay
 from pipelines.core import provenance, storage
 from pipelines.core.storage import StorageError
-from pipelines.data import online, sources, versions
+from pipelines.data import job, sources, versions
 from pipelines.data.shards import SHARD_SCHEMA
 from pipelines.data.synthesis import split_of
 
-from .conftest import (
+from ..conftest import (
     ROWS_PER_SHARD,
     SOURCE_COUNT,
     SYNTHESIS,
     BadInputs,
+    latest,
     run_job,
     shard_checksums,
+    snapshot,
     synthesis_config,
     write_bad_inputs,
     write_photo_folder,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
-
 PATCH = SYNTHESIS["patch"]
-
-
-def latest(dataset: str) -> str:
-    return storage.read_bytes(storage.join(dataset, versions.LATEST)).decode().strip()
 
 
 def read_shards(dataset: str, manifest: dict) -> list[dict]:
@@ -65,20 +61,6 @@ def assert_pairs_replay(rows: list[dict]) -> None:
         assert len(row["degraded"]) == len(row["clean"]) == PATCH * PATCH * 3
         record = json.loads(row["record"])
         np.testing.assert_array_equal(replay(as_image(row["clean"]), record), as_image(row["degraded"]))
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` (hidden ones included) with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
-
-
-# --- a local folder -> a local dataset -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def local_train_rows(local_dataset):
-    dataset = versions.open_dataset(local_dataset.uri, "train")
-    return SimpleNamespace(columns=dataset.schema().names, rows=dataset.take_all())
 
 
 def test_a_run_publishes_a_version_that_latest_names(local_dataset):
@@ -162,8 +144,6 @@ def test_rows_within_a_shard_are_sorted_by_sample_id(local_dataset):
         assert ids == sorted(ids)
 
 
-# --- S3: a packed table -> an S3 dataset ----------------------------------------------------------------
-
 def test_an_s3_run_from_a_packed_table_publishes_a_checked_version(s3_dataset):
     manifest = s3_dataset.manifest
     assert latest(s3_dataset.uri) == manifest["version"]
@@ -180,8 +160,6 @@ def test_open_dataset_on_s3_yields_pairs_whose_records_replay(s3_dataset):
     assert len(rows) == sum(s3_dataset.manifest["counts"]["val"].values()) > 0
     assert_pairs_replay(rows)
 
-
-# --- determinism ---------------------------------------------------------------------------------------
 
 def test_same_seed_gives_identical_shards_from_a_packed_s3_table_and_from_the_raw_folder(local_dataset, s3_dataset):
     assert s3_dataset.manifest["version"] != local_dataset.manifest["version"]
@@ -200,8 +178,6 @@ def packed_locally(local_dataset, tmp_path_factory):
 def test_same_seed_gives_identical_shards_from_a_local_packed_table(local_dataset, packed_locally):
     assert shard_checksums(packed_locally) == shard_checksums(local_dataset.manifest)
 
-
-# --- a run that dies before publishing, then a re-run (with another seed) ---------------------------------
 
 @dataclass(frozen=True)
 class Interrupted:
@@ -288,9 +264,9 @@ def test_a_different_seed_gives_different_shards(local_dataset, rerun):
     assert all(ours[path] != theirs[path] for path in ours)  # ...with different pairs in every one
 
 
-# --- bad inputs ------------------------------------------------------------------------------------------
-
 GOOD = 6
+
+
 MAX_PIXELS = 250_000
 
 
@@ -344,35 +320,42 @@ def test_above_max_skipped_fraction_the_job_fails_and_publishes_nothing(bad_inpu
     assert [p for p in uri.rglob(versions.MANIFEST)] == [uri / f"v={before}" / versions.MANIFEST]
 
 
-# --- online mode ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if the job gets as far as building its Ray pipeline."""
 
-@pytest.fixture(scope="module")
-def online_rows(local_dataset):
-    """Train rows streamed by ``online_dataset`` with the shared config, and whether anything was written."""
-    base = Path(local_dataset.source).parent
-    before = snapshot(base)
-    writes = []
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("write_bytes", "create_only", "advance_pointer", "delete_tree"):
-            patch.setattr(storage, name, lambda *args, _name=name, **kwargs: writes.append((_name, args)))
-        dataset = online.online_dataset(local_dataset.source, synthesis_config(), "train")
-        rows = dataset.take_all()
-        columns = dataset.schema().names
-    return SimpleNamespace(rows=rows, columns=columns, writes=writes, changed=snapshot(base) != before)
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the job started work before failing")
+
+    monkeypatch.setattr(job, "shard_plan", forbidden)
 
 
-def test_online_rows_have_the_same_columns_as_published_rows(online_rows, local_train_rows):
-    assert online_rows.columns == local_train_rows.columns
+def test_an_empty_source_folder_fails_before_any_work_naming_it(tmp_path, no_work):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(StorageError, match=f"^{tmp_path / 'empty'}: no images"):
+        run_job(str(tmp_path / "empty"), str(tmp_path / "out"), "pairs")
+    assert not (tmp_path / "out").exists()
 
 
-def test_online_pairs_equal_the_published_pairs_of_the_same_config(online_rows, local_train_rows):
-    published = {row["sample_id"]: row for row in local_train_rows.rows}
-    streamed = {row["sample_id"]: row for row in online_rows.rows}
-    assert streamed.keys() == published.keys()
-    for sample_id, row in streamed.items():
-        assert {k: row[k] for k in SHARD_SCHEMA.names} == {k: published[sample_id][k] for k in SHARD_SCHEMA.names}
+def test_a_missing_source_folder_fails_before_any_work_naming_it(tmp_path, no_work):
+    missing = tmp_path / "missing"
+    with pytest.raises(StorageError, match=f"^{missing}: no such file or directory$"):
+        run_job(str(missing), str(tmp_path / "out"), "pairs")
+    assert not (tmp_path / "out").exists()
 
 
-def test_online_mode_writes_nothing(online_rows):
-    assert online_rows.writes == []
-    assert not online_rows.changed
+def test_a_missing_source_bucket_fails_before_any_work_naming_it(tmp_path, s3_endpoint, no_work):
+    with pytest.raises(StorageError, match="^s3://bucket-does-not-exist-0/clean: no such bucket$"):
+        run_job("s3://bucket-does-not-exist-0/clean", str(tmp_path / "out"), "pairs")
+
+
+def test_a_missing_output_bucket_fails_before_any_work_naming_it(photo_folder, s3_endpoint, no_work):
+    with pytest.raises(StorageError, match="^s3://bucket-does-not-exist-0/datasets/pairs: no such bucket$"):
+        run_job(str(photo_folder), "s3://bucket-does-not-exist-0/datasets", "pairs")
+
+
+def test_an_unknown_recipe_fails_before_any_work(photo_folder, tmp_path, no_work):
+    with pytest.raises(ValueError, match="unknown recipe or set 'hazy'"):
+        run_job(str(photo_folder), str(tmp_path / "out"), "pairs", recipes="noise25,hazy")
+    assert not (tmp_path / "out").exists()

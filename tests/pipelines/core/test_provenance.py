@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.core import provenance
 
-from .conftest import REPO_ROOT
+from ..conftest import REPO_ROOT
 
 PACKAGES = ("cpl_model", "degradation_synth", "pipelines")
 

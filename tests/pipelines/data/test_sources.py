@@ -7,6 +7,7 @@ import io
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from pipelines.core import storage
 from pipelines.data import sources
 from pipelines.data.sources import EMPTY, TOO_LARGE, TOO_SMALL, UNDECODABLE
 
-from .conftest import photo_halves, write_photo_folder
+from ..conftest import photo_halves, write_photo_folder
 
 LIMITS = {"max_pixels": 10_000_000, "min_side": 64}
 
@@ -297,3 +298,12 @@ def test_pack_into_a_missing_bucket_fails_naming_it(tmp_path, s3_endpoint):
     write_photo_folder(tmp_path / "photos", count=1)
     with pytest.raises(storage.StorageError, match="s3://bucket-does-not-exist-0/packed: no such bucket"):
         sources.pack(str(tmp_path / "photos"), "s3://bucket-does-not-exist-0/packed")
+
+
+def test_read_unit_of_a_folder_gives_one_row_per_file_with_its_relative_id_and_content_hash(few_photos):
+    units = sources.source_units(str(few_photos))
+    assert len(units) == 4
+    for unit in units:
+        read = sources.read_unit(str(few_photos), unit)
+        data = Path(unit).read_bytes()
+        assert read == {"id": [Path(unit).name], "sha256": [hashlib.sha256(data).hexdigest()], "bytes": [data]}

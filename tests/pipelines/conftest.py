@@ -95,6 +95,27 @@ def write_photo_folder(folder: Path, count: int = SOURCE_COUNT) -> list[str]:
     return sorted(names)
 
 
+TRANSFORM_PATCH = 64  # patch side of the transform and shard tests
+
+
+def transform_config(**changes: Any):
+    """The synthesis config of the transform and shard tests: two crops per source, large val/test splits."""
+    from pipelines.data import synthesis
+
+    return synthesis.SynthesisConfig(**{"seed": 1, "recipes": "noise25,haze", "patch": TRANSFORM_PATCH,
+                                        "crops_per_image": 2, "val_fraction": 0.3, "test_fraction": 0.3, **changes})
+
+
+def source_batch(files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """Source rows of ``files`` (id -> encoded bytes) as the numpy batch Ray Data hands to ``map_batches``."""
+    import hashlib
+
+    ids = list(files)
+    return {"id": np.array(ids, dtype=object),
+            "sha256": np.array([hashlib.sha256(files[i]).hexdigest() for i in ids], dtype=object),
+            "bytes": np.array([files[i] for i in ids], dtype=object)}
+
+
 @pytest.fixture
 def few_photos(tmp_path) -> Path:
     """Four real photos: enough for every property, cheap for a 2-CPU Ray."""

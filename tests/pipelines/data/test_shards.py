@@ -8,28 +8,14 @@ import hashlib
 import io
 import random
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data import shards, sources, synthesis
+from pipelines.data import shards, sources
 from pipelines.data.shards import SHARD_SCHEMA, shard_plan, write_shards
 from pipelines.data.synthesis import Synthesize
 
-PATCH = 64
-
-
-def batch_of(files: dict[str, bytes]) -> dict[str, np.ndarray]:
-    """A numpy batch as Ray Data hands it to ``map_batches``."""
-    ids = list(files)
-    return {"id": np.array(ids, dtype=object),
-            "sha256": np.array([hashlib.sha256(files[i]).hexdigest() for i in ids], dtype=object),
-            "bytes": np.array([files[i] for i in ids], dtype=object)}
-
-
-def config(**changes) -> synthesis.SynthesisConfig:
-    return synthesis.SynthesisConfig(**{"seed": 1, "recipes": "noise25,haze", "patch": PATCH, "crops_per_image": 2,
-                                       "val_fraction": 0.3, "test_fraction": 0.3, **changes})
+from ..conftest import source_batch, transform_config
 
 
 def write(out: dict[str, list], version_uri: str, task: int = 0) -> dict[str, dict]:
@@ -52,12 +38,12 @@ def test_the_plan_of_a_folder_and_of_its_packed_table_name_the_same_sources_per_
 
 @pytest.mark.parametrize("rows, crops, expected", [(512, 64, 9), (512, 4, 142), (2, 1, 2), (1, 64, 1)])
 def test_a_task_gets_enough_sources_for_a_train_shard_of_rows_per_shard(rows, crops, expected):
-    assert shards.sources_per_shard(rows, config(crops_per_image=crops, val_fraction=0.05,
+    assert shards.sources_per_shard(rows, transform_config(crops_per_image=crops, val_fraction=0.05,
                                                  test_fraction=0.05)) == expected
 
 
 def test_a_task_writes_one_shard_per_split_its_sources_fall_in_named_by_split_and_task(files, tmp_path):
-    out = Synthesize(config())(batch_of(files))
+    out = Synthesize(transform_config())(source_batch(files))
     stats = write(out, str(tmp_path), task=7)
     assert set(stats) == set(out["split"])
     for split, shard in stats.items():
@@ -68,7 +54,7 @@ def test_a_task_writes_one_shard_per_split_its_sources_fall_in_named_by_split_an
 
 
 def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tmp_path):
-    out = Synthesize(config())(batch_of(files))
+    out = Synthesize(transform_config())(source_batch(files))
     order = list(range(len(out["sample_id"])))
     random.Random(3).shuffle(order)
     shuffled = {column: [values[i] for i in order] for column, values in out.items()}
@@ -79,7 +65,7 @@ def test_a_shard_s_bytes_do_not_depend_on_the_order_its_rows_arrive_in(files, tm
 
 
 def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_schema(files, tmp_path):
-    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of({**files, "empty.jpg": b""}))
+    out = Synthesize(transform_config(val_fraction=0.0, test_fraction=0.0))(source_batch({**files, "empty.jpg": b""}))
     stats = write(out, str(tmp_path))
     assert list(stats) == ["train"] and stats["train"]["rows"] == 2 * len(files)
     table = pq.read_table(io.BytesIO((tmp_path / stats["train"]["path"]).read_bytes()))
@@ -92,7 +78,7 @@ def test_a_shard_file_holds_the_kept_rows_sorted_by_sample_id_with_the_shard_sch
 
 def test_a_shard_of_skipped_sources_only_writes_no_file_but_reports_them(tmp_path):
     bad = {"empty.jpg": b"", "notes.jpg": b"text " * 30}
-    out = Synthesize(config(val_fraction=0.0, test_fraction=0.0))(batch_of(bad))
+    out = Synthesize(transform_config(val_fraction=0.0, test_fraction=0.0))(source_batch(bad))
     stats = write(out, str(tmp_path / "v"))
     assert stats["train"]["rows"] == 0 and stats["train"]["path"] == ""
     assert stats["train"]["skipped"] == [(sources.EMPTY, "empty.jpg"), (sources.UNDECODABLE, "notes.jpg")]

@@ -23,22 +23,7 @@ from pipelines.data import sources, synthesis
 from pipelines.data.job import SynthesizeConfig
 from pipelines.data.synthesis import PAIR_COLUMNS, SynthesisConfig, Synthesize, split_of
 
-from ..conftest import photo_halves, synthesis_config
-
-PATCH = 64
-
-
-def batch_of(files: dict[str, bytes]) -> dict[str, np.ndarray]:
-    """A numpy batch as Ray Data hands it to ``map_batches``."""
-    ids = list(files)
-    return {"id": np.array(ids, dtype=object),
-            "sha256": np.array([hashlib.sha256(files[i]).hexdigest() for i in ids], dtype=object),
-            "bytes": np.array([files[i] for i in ids], dtype=object)}
-
-
-def config(**changes) -> synthesis.SynthesisConfig:
-    return synthesis.SynthesisConfig(**{"seed": 1, "recipes": "noise25,haze", "patch": PATCH, "crops_per_image": 2,
-                                       "val_fraction": 0.3, "test_fraction": 0.3, **changes})
+from ..conftest import TRANSFORM_PATCH, photo_halves, source_batch, synthesis_config, transform_config
 
 
 def rows_of(out: dict[str, list]) -> list[dict]:
@@ -49,29 +34,29 @@ def by_sample(out: dict[str, list]) -> dict[str, dict]:
     return {row["sample_id"]: row for row in rows_of(out)}
 
 
-def as_image(data: bytes, side: int = PATCH) -> np.ndarray:
+def as_image(data: bytes, side: int = TRANSFORM_PATCH) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(side, side, 3)
 
 
 def test_every_source_gives_one_row_per_crop_with_every_column(files):
-    out = Synthesize(config(crops_per_image=3))(batch_of(files))
+    out = Synthesize(transform_config(crops_per_image=3))(source_batch(files))
     assert list(out) == list(PAIR_COLUMNS)
     assert sorted(out["sample_id"]) == sorted(f"{i}#{crop}" for i in files for crop in range(3))
     assert set(out["skip_reason"]) == {""}
-    assert set(out["height"]) == set(out["width"]) == {PATCH}
+    assert set(out["height"]) == set(out["width"]) == {TRANSFORM_PATCH}
 
 
 def test_the_clean_patch_is_an_exact_crop_of_the_decoded_source(files):
-    out = Synthesize(config())(batch_of(files))
+    out = Synthesize(transform_config())(source_batch(files))
     for row in rows_of(out):
-        source = sources.decode(files[row["source_id"]], max_pixels=10**8, min_side=PATCH).image
-        windows = sliding_window_view(source, (PATCH, PATCH, 3))[:, :, 0]
+        source = sources.decode(files[row["source_id"]], max_pixels=10**8, min_side=TRANSFORM_PATCH).image
+        windows = sliding_window_view(source, (TRANSFORM_PATCH, TRANSFORM_PATCH, 3))[:, :, 0]
         clean = as_image(row["clean"])
         assert (windows == clean).all(axis=(2, 3, 4)).any(), row["sample_id"]
 
 
 def test_the_record_replays_to_the_degraded_patch_and_names_the_recipe(files):
-    for row in rows_of(Synthesize(config())(batch_of(files))):
+    for row in rows_of(Synthesize(transform_config())(source_batch(files))):
         record = json.loads(row["record"])
         np.testing.assert_array_equal(replay(as_image(row["clean"]), record), as_image(row["degraded"]))
         assert record["recipe"] == row["recipe"] and record["task"] == row["task"]
@@ -80,63 +65,63 @@ def test_the_record_replays_to_the_degraded_patch_and_names_the_recipe(files):
 
 
 def test_crops_of_one_source_differ(files):
-    out = by_sample(Synthesize(config(crops_per_image=2))(batch_of(files)))
+    out = by_sample(Synthesize(transform_config(crops_per_image=2))(source_batch(files)))
     for identifier in files:
         assert out[f"{identifier}#0"]["clean"] != out[f"{identifier}#1"]["clean"]
 
 
 def test_a_sample_does_not_depend_on_its_batch_or_its_position_in_it(files):
-    together = by_sample(Synthesize(config())(batch_of(files)))
-    reversed_batch = by_sample(Synthesize(config())(batch_of(dict(reversed(files.items())))))
+    together = by_sample(Synthesize(transform_config())(source_batch(files)))
+    reversed_batch = by_sample(Synthesize(transform_config())(source_batch(dict(reversed(files.items())))))
     alone = {}
     for identifier, data in files.items():
-        alone.update(by_sample(Synthesize(config())(batch_of({identifier: data}))))
+        alone.update(by_sample(Synthesize(transform_config())(source_batch({identifier: data}))))
     assert together == reversed_batch == alone
 
 
 def test_a_renamed_copy_gets_the_same_split_and_pair_because_both_come_from_the_content(files):
     identifier, data = next(iter(files.items()))
-    out = by_sample(Synthesize(config())(batch_of({identifier: data, "elsewhere/copy.bin": data})))
+    out = by_sample(Synthesize(transform_config())(source_batch({identifier: data, "elsewhere/copy.bin": data})))
     original, copy = out[f"{identifier}#0"], out["elsewhere/copy.bin#0"]
     assert (copy["split"], copy["degraded"], copy["clean"]) == (original["split"], original["degraded"],
                                                                original["clean"])
 
 
 def test_the_seed_changes_every_pair(files):
-    first = by_sample(Synthesize(config(seed=1))(batch_of(files)))
-    second = by_sample(Synthesize(config(seed=2))(batch_of(files)))
+    first = by_sample(Synthesize(transform_config(seed=1))(source_batch(files)))
+    second = by_sample(Synthesize(transform_config(seed=2))(source_batch(files)))
     assert first.keys() == second.keys()
     assert all(first[s]["degraded"] != second[s]["degraded"] for s in first)
 
 
 def test_the_split_column_follows_the_content_hash(files):
-    for row in rows_of(Synthesize(config())(batch_of(files))):
+    for row in rows_of(Synthesize(transform_config())(source_batch(files))):
         assert row["split"] == split_of(row["content_sha256"], 0.3, 0.3)
         assert row["content_sha256"] == hashlib.sha256(files[row["source_id"]]).hexdigest()
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_a_transform_for_one_split_makes_exactly_that_split_s_rows_and_skips_the_rest_unread(files, split):
-    batch = batch_of({**files, "notes.jpg": b"plain text " * 40})
-    everything = by_sample(Synthesize(config())(batch))
+    batch = source_batch({**files, "notes.jpg": b"plain text " * 40})
+    everything = by_sample(Synthesize(transform_config())(batch))
     notes_split = split_of(hashlib.sha256(b"plain text " * 40).hexdigest(), 0.3, 0.3)
-    only = by_sample(Synthesize(config(), split)(batch))
+    only = by_sample(Synthesize(transform_config(), split)(batch))
     assert only == {sample: row for sample, row in everything.items() if row["split"] == split}
     assert ("notes.jpg#-1" in only) == (notes_split == split)  # nor is a bad source of another split reported
     assert {row["split"] for row in everything.values()} == {"train", "val", "test"}  # the four photos span them
 
 
 def test_recipe_weights_steer_the_mixture(files):
-    many = config(crops_per_image=8)
-    even = Counter(Synthesize(many)(batch_of(files))["recipe"])
-    skewed = Counter(Synthesize(config(crops_per_image=8, recipe_weights={"haze": 1e-6}))(batch_of(files))["recipe"])
+    many = transform_config(crops_per_image=8)
+    even = Counter(Synthesize(many)(source_batch(files))["recipe"])
+    skewed = Counter(Synthesize(transform_config(crops_per_image=8, recipe_weights={"haze": 1e-6}))(source_batch(files))["recipe"])
     assert set(even) == {"noise25", "haze"}
     assert skewed == {"noise25": 8 * len(files)}
 
 
 def test_a_bad_source_yields_one_row_with_its_reason_and_no_images(files):
-    batch = batch_of({**files, "empty.jpg": b"", "notes.jpg": b"plain text " * 40})
-    out = rows_of(Synthesize(config())(batch))
+    batch = source_batch({**files, "empty.jpg": b"", "notes.jpg": b"plain text " * 40})
+    out = rows_of(Synthesize(transform_config())(batch))
     bad = {row["source_id"]: row for row in out if row["skip_reason"]}
     assert {k: v["skip_reason"] for k, v in bad.items()} == {"empty.jpg": sources.EMPTY,
                                                              "notes.jpg": sources.UNDECODABLE}
@@ -147,7 +132,7 @@ def test_a_bad_source_yields_one_row_with_its_reason_and_no_images(files):
 
 def test_a_converted_source_is_marked_on_its_rows(files):
     gray = cv2.cvtColor(next(iter(photo_halves(1).values())), cv2.COLOR_BGR2GRAY)
-    out = rows_of(Synthesize(config())(batch_of({"gray.png": cv2.imencode(".png", gray)[1].tobytes()})))
+    out = rows_of(Synthesize(transform_config())(source_batch({"gray.png": cv2.imencode(".png", gray)[1].tobytes()})))
     assert [row["converted_from"] for row in out] == ["grayscale", "grayscale"]
     assert all(row["skip_reason"] == "" for row in out)
 

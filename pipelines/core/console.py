@@ -79,8 +79,9 @@ def configure(verbose: bool) -> None:
 def progress_bar(items: Iterable[Item], *, desc: str, unit: str, total: int | None = None,
                  enabled: bool = True) -> Iterable[Item]:
     """``items``, counted by one tqdm bar on stderr as they are consumed (``desc``: the work, ``unit``: what
-    is counted, ``total``: how many, when known); ``items`` untouched when not ``enabled``."""
-    if not enabled:
+    is counted, ``total``: how many, when known); ``items`` untouched when not ``enabled`` or when there is
+    nothing to count (``total`` 0), so that an error about empty input stays the only line."""
+    if not enabled or total == 0:
         return items
     from tqdm import tqdm
 

@@ -164,13 +164,6 @@ class RunLogger:
         self.logged_through = max(step for step, _ in fresh)
 
 
-def log_artifacts(uri: str, run_id: str, files: dict[str, Path]) -> None:
-    """Upload ``{artifact path: local file}`` into the run."""
-    client = _client(uri)
-    for artifact_path, local in files.items():
-        client.log_artifact(run_id, str(local), artifact_path or None)
-
-
 def finish_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
     client = _client(uri)
     for key, value in (tags or {}).items():

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 import cpl_model
-from cpl_model import to_tensor as _to_tensor
 
 from ..core import grid as sheets
 from ..core import references, storage, tracking
@@ -61,7 +60,7 @@ def grid(model: torch.nn.Module, benchmark: Benchmark, report: dict[str, Any], s
     for case_id, places in ranks.items():
         case, score = found[case_id], scores[case_id]
         with torch.inference_mode():
-            restored = cpl_model.restore(model, _to_tensor([case.degraded], "cpu"), tile=settings.tile)
+            restored = cpl_model.restore(model, cpl_model.to_tensor(case.degraded), tile=settings.tile)
         rows.append(sheets.restoration_row(f"{', '.join(places)}: {case_id} ({case.task})", case.degraded,
                                            cpl_model.to_uint8(restored)[0], case.clean, score["input_psnr"],
                                            score["psnr"]))

@@ -18,6 +18,7 @@ import torch
 from . import config as _config
 from .checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
 from .config import PRESETS, PROMPT_VARIANTS, ModelConfig, preset
+from .ema import WeightAverage
 from .features import build_features
 from .images import to_tensor, to_uint8
 from .inference import restore
@@ -42,7 +43,7 @@ def build_model(preset: str = "tiny", prompt: str = "sparse", *, seed: int = 0, 
 
 __all__ = [
     "CPLNet", "CPRConfig", "CPRLoss", "LossConfig", "METRICS", "ModelConfig", "PRESETS", "PROMPT_VARIANTS",
-    "PSNR_CAP", "RestorationLoss", "RestorationOutput", "WEIGHTS", "build_features", "build_model", "image_metrics",
-    "load_checkpoint", "preset", "psnr", "restoration_metrics", "restore", "rgb_to_y", "routing_metrics",
-    "save_checkpoint", "ssim", "to_tensor", "to_uint8", "training_step",
+    "PSNR_CAP", "RestorationLoss", "RestorationOutput", "WEIGHTS", "WeightAverage", "build_features", "build_model",
+    "image_metrics", "load_checkpoint", "preset", "psnr", "restoration_metrics", "restore", "rgb_to_y",
+    "routing_metrics", "save_checkpoint", "ssim", "to_tensor", "to_uint8", "training_step",
 ]

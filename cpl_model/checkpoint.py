@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
     object that weights-only loading refuses) reported as ``ValueError`` naming the file."""
     try:
         return torch.load(Path(path), map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+    # A few bytes that are not a torch file fail inside the unpickler: struct.error, IndexError, KeyError.
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, struct.error, LookupError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load {path} as a weights-only torch file: {reason}") from None
 

@@ -1,9 +1,10 @@
 """Frozen feature spaces in which Contrastive Prompt Regularization compares restorations.
 
-- ``vgg19``: VGG-19's convolutional trunk, read at relu1_1 ... relu5_1 with weights 1/32 ... 1 (the
-  layers of the group's PCL work), on ImageNet-normalised input. It needs pretrained weights from a
-  local file: a state dict with torchvision's key names (``features.0.weight`` ...), loaded with
-  ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. Nothing is downloaded.
+- ``vgg16`` and ``vgg19``: VGG's convolutional trunk, read at relu1_1 ... relu5_1 with weights
+  1/32 ... 1 (the layers of the group's PCL work), on ImageNet-normalised input. It needs pretrained
+  weights from a local file: a state dict with torchvision's key names (``features.0.weight`` ...),
+  loaded with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. Nothing is
+  downloaded (docs/model.md says where to get the file; the pipelines also fetch it from ``s3://``).
 - ``pyramid`` (the default, needs no weights): the image and its horizontal and vertical gradients at
   four scales (1, 1/2, 1/4, 1/8), weighted like the VGG levels toward the coarse end. It compares
   structure and colour without a pretrained network.
@@ -19,11 +20,15 @@ from torch import nn
 
 from .checkpoint import load_weights_only
 
-FEATURES = ("pyramid", "vgg19")
+FEATURES = ("pyramid", "vgg16", "vgg19")
 
-# Channels of VGG-19's conv layers, "M" for max-pooling (torchvision's "E" configuration).
-_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
-_VGG_TAPS = (1, 6, 11, 20, 29)  # indices in ``features`` just after relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+# Channels of VGG's conv layers, "M" for max-pooling (torchvision's "D" and "E" configurations), and the
+# indices in ``features`` just after relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1.
+_VGG = {
+    "vgg16": ((64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512), (1, 6, 11, 18, 25)),
+    "vgg19": ((64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512),
+              (1, 6, 11, 20, 29)),
+}
 _VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,20 +56,22 @@ class PyramidFeatures(FeatureSpace):
         return features
 
 
-class VGG19Features(FeatureSpace):
+class VGGFeatures(FeatureSpace):
     layer_weights = _VGG_WEIGHTS
 
-    def __init__(self, weights: str | Path) -> None:
+    def __init__(self, name: str, weights: str | Path) -> None:
         super().__init__()
+        self.name = name
+        config, self.taps = _VGG[name]
         layers: list[nn.Module] = []
         channels = 3
-        for item in _VGG19:
+        for item in config:
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
                 layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU()]
                 channels = item
-        self.features = nn.Sequential(*layers[: _VGG_TAPS[-1] + 1])
+        self.features = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._load(Path(weights))
@@ -73,12 +80,18 @@ class VGG19Features(FeatureSpace):
     def _load(self, path: Path) -> None:
         state = load_weights_only(path)
         if not isinstance(state, dict):
-            raise ValueError(f"VGG-19 weights in {path} must be a state dict, got {type(state).__name__}")
-        wanted = {k for k in self.state_dict() if k.startswith("features.")}
-        state = {k: v for k, v in state.items() if k in wanted}
-        missing = sorted(wanted - set(state))
+            raise ValueError(f"{self.name} weights in {path} must be a state dict, got {type(state).__name__}")
+        expected = self.state_dict()
+        state = {k: v for k, v in state.items() if k in expected}
+        # Shapes first: another VGG depth shares some key names and lacks others, and the missing names
+        # alone would blame the naming.
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise ValueError(f"{self.name} weights in {path}: {key} has shape {tuple(tensor.shape)}, "
+                                 f"expected {tuple(expected[key].shape)} (a different VGG depth?)")
+        missing = sorted(set(expected) - set(state))
         if missing:
-            raise ValueError(f"VGG-19 weights in {path} lack {missing[0]} (expected torchvision key names)")
+            raise ValueError(f"{self.name} weights in {path} lack {missing[0]} (expected torchvision key names)")
         self.load_state_dict(state, strict=False)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -86,7 +99,7 @@ class VGG19Features(FeatureSpace):
         features = []
         for index, layer in enumerate(self.features):
             x = layer(x)
-            if index in _VGG_TAPS:
+            if index in self.taps:
                 features.append(x)
         return features
 
@@ -95,8 +108,8 @@ def build_features(name: str, weights: str | Path | None = None) -> FeatureSpace
     """The named feature space. Raises ``ValueError`` for unknown names or missing VGG weights."""
     if name == "pyramid":
         return PyramidFeatures()
-    if name == "vgg19":
+    if name in _VGG:
         if weights is None:
-            raise ValueError("cpr.features 'vgg19' needs cpr.vgg_weights: a local file of VGG-19 weights")
-        return VGG19Features(weights)
+            raise ValueError(f"cpr.features {name!r} needs cpr.vgg_weights: a local file of {name} weights")
+        return VGGFeatures(name, weights)
     raise ValueError(f"cpr.features must be one of {', '.join(FEATURES)}, got {name!r}")

@@ -129,6 +129,15 @@ def test_text_file_raises_value_error(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("content", [b"", b"junk", b"abcdefgh", b"\x80\x02junkjunk", b"PK\x03\x04junk"],
+                         ids=["empty", "four-bytes", "eight-bytes", "pickle-header", "zip-header"])
+def test_a_few_bytes_that_are_not_a_torch_file_raise_value_error(tmp_path, content):
+    path = tmp_path / "short.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="short.pt"):
+        load_checkpoint(path)
+
+
 def test_pickled_objects_are_refused_with_value_error(tmp_path):
     """A file from an untrusted source must not run code, and the refusal is the documented ValueError."""
     path = tmp_path / "evil.pt"

@@ -1,4 +1,4 @@
-"""Frozen feature spaces for CPR: the weight-free pyramid and VGG-19 from a local torchvision-style file."""
+"""Frozen feature spaces for CPR: the weight-free pyramid, and VGG-16/19 from a local torchvision-style file."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from cpl_model import CPRConfig, CPRLoss, build_features
-from cpl_model.features import PyramidFeatures, VGG19Features
+from cpl_model.features import PyramidFeatures, VGGFeatures
 
-# torchvision's vgg19().features: conv/relu pairs and max-pools, indices 0..36.
+# torchvision's vgg16().features and vgg19().features: conv/relu pairs and max-pools, indices 0..30 and 0..36.
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 TAP_CHANNELS = (64, 128, 256, 512, 512)  # relu1_1 ... relu5_1
 
@@ -21,12 +22,12 @@ class Payload:
         self.value = 42
 
 
-def torchvision_style_vgg19(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A randomly initialised VGG-19 state dict with torchvision's key names (features.* plus a classifier)."""
+def torchvision_style_vgg(layout: tuple, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A randomly initialised VGG state dict with torchvision's key names (features.* plus a classifier)."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     channels = 3
-    for item in VGG19_LAYOUT:
+    for item in layout:
         if item == "M":
             layers.append(nn.MaxPool2d(2))
         else:
@@ -38,13 +39,22 @@ def torchvision_style_vgg19(seed: int = 0) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.fixture(scope="module")
-def vgg_weights(tmp_path_factory):
+def saved_vgg(folder, name: str, layout: tuple) -> tuple:
     with torch.random.fork_rng(devices=[]):
-        state = torchvision_style_vgg19()
-    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
+        state = torchvision_style_vgg(layout)
+    path = folder / f"{name}.pth"
     torch.save(state, path)
     return path, state
+
+
+@pytest.fixture(scope="module")
+def vgg_weights(tmp_path_factory):
+    return saved_vgg(tmp_path_factory.mktemp("vgg"), "vgg19", VGG19_LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def vgg16_weights(tmp_path_factory):
+    return saved_vgg(tmp_path_factory.mktemp("vgg16"), "vgg16", VGG16_LAYOUT)
 
 
 def images(batch: int, height: int, width: int) -> torch.Tensor:
@@ -78,20 +88,21 @@ def test_pyramid_has_no_parameters_and_stays_in_eval_mode():
     assert features.train().training is False
 
 
-# --- VGG-19 ----------------------------------------------------------------------------------------
+# --- VGG-16 and VGG-19 -----------------------------------------------------------------------------
 
 def test_vgg_loads_torchvision_weights_and_is_frozen(vgg_weights):
     path, state = vgg_weights
     features = build_features("vgg19", path)
-    assert isinstance(features, VGG19Features)
+    assert isinstance(features, VGGFeatures)
     loaded = features.state_dict()
     assert loaded and all(torch.equal(loaded[k], state[k]) for k in loaded)
     assert all(not p.requires_grad for p in features.parameters())
     assert features.train().training is False
 
 
-def test_vgg_returns_the_five_relu_taps(vgg_weights):
-    features = build_features("vgg19", vgg_weights[0])
+@pytest.mark.parametrize(("name", "weights"), [("vgg16", "vgg16_weights"), ("vgg19", "vgg_weights")])
+def test_vgg_returns_the_five_relu_taps(request, name, weights):
+    features = build_features(name, request.getfixturevalue(weights)[0])
     maps = features(images(2, 32, 48))
     assert len(maps) == len(features.layer_weights) == 5
     for level, (feature, channels) in enumerate(zip(maps, TAP_CHANNELS)):
@@ -99,12 +110,16 @@ def test_vgg_returns_the_five_relu_taps(vgg_weights):
         assert (feature >= 0).all()  # read after the ReLU
 
 
-def test_vgg_taps_match_a_plain_torchvision_style_forward(vgg_weights):
-    """relu1_1 ... relu5_1 are indices 1, 6, 11, 20, 29 of torchvision's ``features``."""
-    path, state = vgg_weights
+@pytest.mark.parametrize(("name", "weights", "layout", "taps"), [
+    ("vgg16", "vgg16_weights", VGG16_LAYOUT, (1, 6, 11, 18, 25)),
+    ("vgg19", "vgg_weights", VGG19_LAYOUT, (1, 6, 11, 20, 29)),
+])
+def test_vgg_taps_match_a_plain_torchvision_style_forward(request, name, weights, layout, taps):
+    """relu1_1 ... relu5_1 are these indices of torchvision's ``features``."""
+    path, state = request.getfixturevalue(weights)
     reference = nn.Sequential()
     channels = 3
-    for item in VGG19_LAYOUT:
+    for item in layout:
         if item == "M":
             reference.append(nn.MaxPool2d(2))
         else:
@@ -114,12 +129,12 @@ def test_vgg_taps_match_a_plain_torchvision_style_forward(vgg_weights):
     x = images(1, 32, 32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    h, taps = (x - mean) / std, []
+    h, found = (x - mean) / std, []
     for index, layer in enumerate(reference):
         h = layer(h)
-        if index in (1, 6, 11, 20, 29):
-            taps.append(h)
-    for ours, expected in zip(build_features("vgg19", path)(x), taps, strict=True):
+        if index in taps:
+            found.append(h)
+    for ours, expected in zip(build_features(name, path)(x), found, strict=True):
         torch.testing.assert_close(ours, expected)
 
 
@@ -156,6 +171,13 @@ def test_vgg_weights_with_other_key_names_raise(tmp_path, vgg_weights):
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "wrapped.pth")
     with pytest.raises(ValueError, match="torchvision"):
         build_features("vgg19", tmp_path / "wrapped.pth")
+
+
+@pytest.mark.parametrize(("name", "other"), [("vgg19", "vgg16_weights"), ("vgg16", "vgg_weights")])
+def test_weights_of_the_other_vgg_depth_raise_a_shape_error_naming_the_file(request, name, other):
+    path, _ = request.getfixturevalue(other)
+    with pytest.raises(ValueError, match=rf"{name} weights in .*{path.name}: features\.19\.weight has shape"):
+        build_features(name, path)
 
 
 def test_missing_vgg_weights_file_raises(tmp_path):

@@ -32,7 +32,9 @@ from .features import FEATURES, FeatureSpace, build_features
 from .network import NEGATIVE_WEIGHTS
 
 CPR_FORMS = ("ratio", "negative_only", "infonce")
+RECONSTRUCTIONS = ("l1", "psnr")
 _RATIO_EPS = 3e-7  # PCL's epsilon
+_PSNR_EPS = 1e-8  # HINet's: caps an image's term at -80 dB
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -51,7 +53,7 @@ class CPRConfig:
     tau: float = 0.07  # infonce temperature
     start_step: int = 0  # plain L1 before this optimiser step
     features: str = "pyramid"
-    vgg_weights: str | None = None  # a local file; required for features="vgg19"
+    vgg_weights: str | None = None  # a local file; required for the vgg features
 
     def __post_init__(self) -> None:
         _require(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
@@ -62,13 +64,22 @@ class CPRConfig:
         _require(self.tau > 0, "tau", f"must be > 0, got {self.tau}")
         _require(self.start_step >= 0, "start_step", f"must be >= 0, got {self.start_step}")
         _require(self.features in FEATURES, "features", f"must be one of {', '.join(FEATURES)}, got {self.features!r}")
-        _require(self.features != "vgg19" or self.vgg_weights is not None, "vgg_weights",
-                 "is required when features is 'vgg19'")
+        _require(not self.features.startswith("vgg") or self.vgg_weights is not None, "vgg_weights",
+                 f"is required when features is {self.features!r}")
 
 
 @dataclass(frozen=True)
 class LossConfig:
+    """``l1_weight`` weights the reconstruction term, whose form is ``reconstruction``:
+
+    - ``l1`` (PromptIR's and the paper's): the mean absolute error over the batch;
+    - ``psnr`` (HINet's PSNR loss): the mean over images of ``10 log10(MSE)``, i.e. minus each image's
+      PSNR. Every image counts by its relative error, so a task whose inputs are already close to the
+      target (blur) weighs as much as one far from it (low light), as in a per-task PSNR table.
+    """
+
     l1_weight: float = 1.0
+    reconstruction: str = "l1"
     cpr: CPRConfig = CPRConfig()
 
     def __post_init__(self) -> None:
@@ -76,6 +87,9 @@ class LossConfig:
             object.__setattr__(self, "cpr", _from_dict(CPRConfig, self.cpr, "loss.cpr"))
         if self.l1_weight < 0:
             raise ValueError(f"loss config: l1_weight must be >= 0, got {self.l1_weight}")
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"loss config: reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, "
+                             f"got {self.reconstruction!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,12 +143,18 @@ class CPRLoss(nn.Module):
 
 
 class RestorationLoss(nn.Module):
-    """``l1_weight * L1 + lambda * CPR``, the objective ``training_step`` minimises."""
+    """``l1_weight * reconstruction + lambda * CPR``, the objective ``training_step`` minimises."""
 
     def __init__(self, config: LossConfig = LossConfig(), features: FeatureSpace | None = None) -> None:
         super().__init__()
         self.config = config
         self.cpr = CPRLoss(config.cpr, features) if config.cpr.enabled else None
+
+    def reconstruction(self, restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        if self.config.reconstruction == "l1":
+            return F.l1_loss(restored, clean)
+        mse = (restored - clean).square().flatten(1).mean(dim=1)
+        return 10 * torch.log10(mse + _PSNR_EPS).mean()
 
     def cpr_active(self, step: int) -> bool:
         return self.cpr is not None and self.config.cpr.weight > 0 and step >= self.config.cpr.start_step

@@ -31,7 +31,8 @@ def training_step(model: nn.Module, batch: Mapping[str, Any], loss: LossConfig |
             (``None``: a generator seeded with ``step``).
 
     Returns:
-        ``(loss, metrics)``: the scalar to backpropagate, and floats ``loss``, ``l1``, ``cpr`` (0 while
+        ``(loss, metrics)``: the scalar to backpropagate, and floats ``loss``, ``l1`` (the batch's L1,
+        whichever reconstruction form is minimised), ``cpr`` (0 while
         inactive), ``router_entropy`` (mean over prompt sites, in nats), ``usage/<site>/<component>``
         (fraction of samples whose top component it is) and, with task labels,
         ``usage/<site>/<task>/<component>``.
@@ -45,8 +46,10 @@ def training_step(model: nn.Module, batch: Mapping[str, Any], loss: LossConfig |
     output: RestorationOutput = model(
         degraded, aux=True, negatives=cpr_config.negatives if use_cpr else 0, generator=generator,
         negative_weight=cpr_config.negative_weight, detach_negatives=cpr_config.detach_negatives)
-    l1 = F.l1_loss(output.image.float(), clean.float())
-    total = objective.config.l1_weight * l1
+    restored, clean = output.image.float(), clean.float()
+    reconstruction = objective.reconstruction(restored, clean)
+    l1 = reconstruction.detach() if objective.config.reconstruction == "l1" else F.l1_loss(restored.detach(), clean)
+    total = objective.config.l1_weight * reconstruction
     cpr = torch.zeros((), device=l1.device)
     if use_cpr:
         cpr = objective.cpr(output.image, clean, output.negatives)

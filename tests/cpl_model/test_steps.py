@@ -16,6 +16,7 @@ from cpl_model import (
     LossConfig,
     RestorationLoss,
     build_model,
+    psnr,
     routing_metrics,
     training_step,
 )
@@ -108,6 +109,28 @@ def test_detached_negatives_pass_gradient_only_through_the_anchor(make_batch):
     for name in detached:
         torch.testing.assert_close(detached[name], anchor_only[name], rtol=1e-4, atol=1e-6, msg=name)
     assert any(not torch.allclose(attached[n], anchor_only[n], rtol=1e-3, atol=1e-6) for n in attached)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_only_negatives_with_gradient_train_the_components_the_router_did_not_choose(detach, make_batch):
+    """What ``detach_negatives`` decides: with gradients, CPR also moves the prompt components that no
+    sample chose (it can lower its ratio by making them restore badly); detached, it leaves them alone."""
+    batch = make_batch(4, 16, 16)
+    model = build_model("tiny", "sparse", seed=2).train()
+    with torch.no_grad():
+        chosen = [set(site.choice.tolist()) for site in model(batch["degraded"], aux=True).routing]
+    config = LossConfig(l1_weight=0.0, cpr=CPRConfig(detach_negatives=detach))
+    loss, _ = training_step(model, batch, config, generator=torch.Generator().manual_seed(5))
+    loss.backward()
+    unchosen_moved = False
+    for site, picked in zip(model.prompt_sites, chosen, strict=True):
+        per_component = site.generator.bank.grad.abs().flatten(1).sum(dim=1)
+        assert all(per_component[c] > 0 for c in picked)
+        unchosen = [c for c in range(len(per_component)) if c not in picked]
+        unchosen_moved |= any(per_component[c] > 0 for c in unchosen)
+        if detach:
+            assert all(per_component[c] == 0 for c in unchosen)
+    assert unchosen_moved != detach
 
 
 # --- what one CPR step does on a toy problem -------------------------------------------------------
@@ -226,3 +249,21 @@ def test_routing_metrics_use_the_masked_weights_for_usage():
     probabilities = torch.tensor([[0.5, 0.4, 0.1]])
     metrics = routing_metrics([Routing(probabilities, torch.tensor([[0.0, 0.4, 0.0]]))])
     assert metrics["usage/latent/1"] == 1.0
+
+
+def test_psnr_reconstruction_is_minus_the_mean_per_image_psnr(make_batch):
+    batch = make_batch(3, 16, 16)
+    model = build_model("tiny", "sparse").train()
+    nn.init.zeros_(model.output.weight)  # restores to the input, inside [0, 1] where ``psnr`` clips nothing
+    config = LossConfig(reconstruction="psnr", cpr=CPRConfig(enabled=False))
+    loss, metrics = training_step(model, batch, config)
+    with torch.no_grad():
+        restored = model(batch["degraded"])
+    expected = -psnr(restored, batch["clean"]).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-4)
+    assert metrics["l1"] == pytest.approx(F.l1_loss(restored, batch["clean"]).item(), rel=1e-4)
+
+
+def test_an_unknown_reconstruction_is_named():
+    with pytest.raises(ValueError, match="reconstruction must be one of l1, psnr"):
+        LossConfig(reconstruction="l2")

@@ -3,11 +3,12 @@
     train(config) -> Summary
 
 1. Everything that can fail fast does, before Ray starts: config (already validated), tracking server,
-   checkpoint storage, dataset manifest or clean-image source.
+   checkpoint storage, dataset manifest or clean-image source, the objective (VGG weights, if any).
 2. The driver creates the MLflow run (or finds it, when the run name is reused) and freezes the
    validation pairs; Ray Train workers run ``loop.train_loop`` on a DeepSpeed engine, and rank 0 sends
    its progress to the driver (``progress``).
-3. The best checkpoint by validation PSNR becomes a new version of the registered model, logged as a
+3. The best checkpoint by ``checkpoint.select`` (by default the one whose worst task gains most over its
+   degraded input; or the best mean validation PSNR) becomes a new version of the registered model, logged as a
    pyfunc (``pipelines/registry/pyfunc.py``) with a signature, an input example, a model card and an
    image grid.
 
@@ -33,7 +34,7 @@ from ..core.runtime import init_ray, is_local, local_cpus
 from ..data import job, online, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
 from .config import TrainConfig, tracking_uri
-from .loop import train_loop
+from .loop import build_objective, train_loop
 from .progress import ProgressChannel
 from .validation import validate
 
@@ -86,6 +87,7 @@ def preflight(config: TrainConfig) -> None:
     """
     tracking.check_reachable(tracking_uri(config))
     storage.check_writable(config.run.storage)
+    build_objective(config.loss)  # as the workers will: VGG weights fetched and loaded once
     if config.data.dataset:
         versions.read_manifest(config.data.dataset, config.data.version, verify=False)
     elif config.data.source != SAMPLES:
@@ -114,6 +116,8 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
         else storage.absolute(config.data.source)  # Ray workers do not share the driver's working directory
     resolved = config.model_dump(mode="json")
     resolved["run"]["name"] = run_name
+    if config.loss.cpr.get("vgg_weights"):  # as the source: workers do not share the driver's working directory
+        resolved["loss"]["cpr"]["vgg_weights"] = storage.absolute(config.loss.cpr["vgg_weights"])
 
     # The console shows our progress line (progress.py); the workers' output, and Ray Data's bars for
     # the validation pairs, only when verbose.
@@ -195,7 +199,7 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
             name=run_name, storage_path=storage_path, storage_filesystem=fs, callbacks=[channel.relay()],
             failure_config=FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep,
-                                               checkpoint_score_attribute="val_psnr",
+                                               checkpoint_score_attribute="score",
                                                checkpoint_score_order="max")),
         datasets={"train": train_data},
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -244,12 +248,13 @@ def published_validation(config: TrainConfig, version: str) -> dict[str, Any]:
 
 def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, run_id: str, uri: str,
               dataset_label: str, validation: dict[str, Any], verbose: bool = False) -> Summary:
-    """Evaluate the best checkpoint on the validation set and log + register it."""
+    """Evaluate the best checkpoint (by ``checkpoint.select``; its weights are the EMA's when that is on) on the
+    validation set and log + register it."""
     from ..registry.registration import log_and_register
     from .model_card import model_card
     from .validation import image_grid
 
-    best = result.get_best_checkpoint("val_psnr", "max") if result.best_checkpoints else result.checkpoint
+    best = result.get_best_checkpoint("score", "max") if result.best_checkpoints else result.checkpoint
     if best is None:
         raise RuntimeError(f"run {run_name}: training reported no checkpoint")
     with best.as_directory() as directory:

@@ -9,11 +9,17 @@ loop reads the same on every rank.
 Metrics are logged exactly once per step even across restarts: rank 0 buffers them, the buffer rides
 in the checkpoint, and it is flushed to MLflow only after the checkpoint is reported, skipping steps
 MLflow already holds. A restart therefore replays, but never re-logs, the steps after the last checkpoint.
+
+With ``optim.ema_decay`` every rank keeps the same average of the weights (the weights are the same on every
+rank under ZeRO stages 0-2); it rides in the checkpoint, and it is what is validated, scored and saved as
+``model.pt``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import posixpath
 import tempfile
 import time
 from collections import defaultdict
@@ -29,12 +35,13 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 import cpl_model
 from degradation_synth import rng_for
 
-from ..core import tracking
+from ..core import storage, tracking
+from ..core.config import ConfigError
 from ..core.errors import DataError, SetupError
 from ..data import shards
-from .config import TrainConfig
+from .config import LossSection, TrainConfig
 from .progress import Started, Stepped, send
-from .validation import validate
+from .validation import SCORES, validate
 
 DS_TAG = "ds"  # DeepSpeed's tag inside every checkpoint directory
 
@@ -61,7 +68,7 @@ class Reporter:
 
     def validate(self, model: torch.nn.Module, progress: Progress) -> dict[str, float]:
         """The metrics this rank passes to ``ray.train.report``; Ray Train scores checkpoints by rank 0's."""
-        return {"step": progress.step, "val_psnr": math.nan}
+        return {"step": progress.step, "val_psnr": math.nan, "score": math.nan}
 
     def add_weights(self, model: torch.nn.Module, directory: Path, progress: Progress, val_psnr: float) -> None:
         pass
@@ -75,11 +82,10 @@ class RankZeroReporter(Reporter):
     until their checkpoint is reported), the weights file of each checkpoint, and the driver's progress line
     (events on the queue ``loop_config["progress"]``, see ``progress.py``)."""
 
-    def __init__(self, loop_config: dict[str, Any], config: TrainConfig, device: torch.device,
-                 dtype: torch.dtype) -> None:
+    def __init__(self, loop_config: dict[str, Any], config: TrainConfig, device: torch.device) -> None:
         import ray
 
-        self.config, self.device, self.dtype = config, device, dtype
+        self.config, self.device = config, device
         self.queue = loop_config.get("progress")
         self.logger = tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"])
         self.validation = ray.get(loop_config["validation"])
@@ -98,11 +104,12 @@ class RankZeroReporter(Reporter):
         send(self.queue, Stepped(progress.step, sums.get("loss", math.nan), samples / seconds, waited / seconds))
 
     def validate(self, model: torch.nn.Module, progress: Progress) -> dict[str, float]:
-        metrics = validate(model, self.validation, self.device, self.dtype)
+        # The model's own dtype: bf16 for the engine's module on GPU, fp32 for the average of its weights.
+        metrics = validate(model, self.validation, self.device, next(model.parameters()).dtype)
         progress.best_val_psnr = max(progress.best_val_psnr, metrics["val/psnr"])
         progress.pending.append((progress.step, {**metrics, "val/best_psnr": progress.best_val_psnr}))
         return {"step": progress.step, "val_psnr": metrics["val/psnr"], "input_psnr": metrics["val/input_psnr"],
-                "best_psnr": progress.best_val_psnr}
+                "best_psnr": progress.best_val_psnr, "score": metrics[SCORES[self.config.checkpoint.select]]}
 
     def add_weights(self, model: torch.nn.Module, directory: Path, progress: Progress, val_psnr: float) -> None:
         """Beside DeepSpeed's shards: fp32 weights + config, loadable without DeepSpeed."""
@@ -139,6 +146,33 @@ def deepspeed_config(config: TrainConfig, world_size: int, on_gpu: bool) -> dict
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
+
+
+def build_objective(loss: LossSection) -> cpl_model.RestorationLoss:
+    """The training objective. ``loss.cpr.vgg_weights`` may be a local file or an ``s3://`` URI, fetched into a
+    temporary file first (``cpl_model`` reads local files only).
+
+    Raises:
+        ConfigError: naming ``loss.cpr.vgg_weights`` and the file, when it is missing or not the weights of
+            the VGG that ``loss.cpr.features`` names.
+        StorageError: when the URI cannot be read.
+    """
+    config = loss.build()
+    uri = config.cpr.vgg_weights
+    if uri is None:
+        return cpl_model.RestorationLoss(config)
+    if not storage.is_file(uri):
+        raise ConfigError(f"config error: loss.cpr.vgg_weights: {uri}: no such file")
+    with tempfile.TemporaryDirectory() as folder:
+        local = uri
+        if storage.is_s3(uri):
+            local = str(Path(folder, posixpath.basename(uri)))
+            Path(local).write_bytes(storage.read_bytes(uri))
+        try:
+            return cpl_model.RestorationLoss(
+                dataclasses.replace(config, cpr=dataclasses.replace(config.cpr, vgg_weights=local)))
+        except ValueError as err:  # the message names the file: the URI given, not the temporary copy
+            raise ConfigError(f"config error: loss.cpr.vgg_weights: {str(err).replace(local, uri)}") from None
 
 
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -201,8 +235,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if config.model.identity_init:
         torch.nn.init.zeros_(model.output.weight)
     model = model.to(device)
-    objective = cpl_model.RestorationLoss(config.loss.build()).to(device)
     optim = config.optim
+    # Copied before DeepSpeed takes the model: the copy stays fp32 when the engine casts its module to bf16,
+    # and it carries none of the engine's forward hooks.
+    ema = cpl_model.WeightAverage(model, optim.ema_decay) if optim.ema_decay else None
+    objective = build_objective(config.loss).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(optim.warmup_steps, optim.max_steps, optim.min_lr / optim.lr))
@@ -216,8 +253,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             _, client_state = engine.load_checkpoint(directory, tag=DS_TAG)
         progress = Progress(**client_state["progress"])
+        if ema is not None:
+            ema.load_state_dict(client_state["ema"])
 
-    reporter = RankZeroReporter(loop_config, config, device, dtype) if rank == 0 else Reporter()
+    reporter = RankZeroReporter(loop_config, config, device) if rank == 0 else Reporter()
     reporter.started(progress)
 
     batches = endless_batches(ray.train.get_dataset_shard("train"), config, rank)
@@ -238,24 +277,34 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             for name in ("loss", "l1", "cpr", "router_entropy"):
                 if name in metrics:
                     sums[name] += metrics[name] / optim.accumulation
+        if ema is not None:
+            ema.update(engine.module)
         progress.step += 1
         progress.samples += samples_per_step
         reporter.stepped(progress, sums, schedule.get_last_lr()[0], time.perf_counter() - started, waited,
                          samples_per_step)
         if progress.step % config.checkpoint.every == 0 or progress.step == optim.max_steps:
-            report_checkpoint(engine, progress, reporter)
+            report_checkpoint(engine, ema, progress, reporter)
 
 
-def report_checkpoint(engine: Any, progress: Progress, reporter: Reporter) -> None:
-    """Validate (rank 0), save the DeepSpeed checkpoint (every rank), barrier, report, then flush metrics."""
+def report_checkpoint(engine: Any, ema: cpl_model.WeightAverage | None, progress: Progress,
+                      reporter: Reporter) -> None:
+    """Validate (rank 0), save the DeepSpeed checkpoint (every rank), barrier, report, then flush metrics.
+
+    ``ema``, when on, is what is validated and saved as ``model.pt``; its state joins DeepSpeed's.
+    """
     import ray.train
     import torch.distributed as dist
     from ray.train import Checkpoint
 
-    metrics = reporter.validate(engine.module, progress)
+    model = engine.module if ema is None else ema.module
+    metrics = reporter.validate(model, progress)
+    client_state: dict[str, Any] = {"progress": vars(progress)}
+    if ema is not None:
+        client_state["ema"] = ema.state_dict()
     with tempfile.TemporaryDirectory() as directory:
-        engine.save_checkpoint(directory, tag=DS_TAG, client_state={"progress": vars(progress)})
-        reporter.add_weights(engine.module, Path(directory), progress, metrics["val_psnr"])
+        engine.save_checkpoint(directory, tag=DS_TAG, client_state=client_state)
+        reporter.add_weights(model, Path(directory), progress, metrics["val_psnr"])
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),

@@ -13,12 +13,16 @@ from cpl_model.prompts import Routing
 
 from ..core import grid, tracking
 
+# checkpoint.select -> the validation metric by which checkpoints are ranked (higher is better).
+SCORES = {"worst_task_gain": "val/worst_task_gain", "mean_psnr": "val/psnr"}
+
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device, dtype: torch.dtype,
              batch_size: int = 16) -> dict[str, float]:
     """Mean PSNR/SSIM (RGB and Y) per task, per recipe (``val/recipe/<name>/``, where finer than the task)
-    and overall, for the model and the degraded input, plus the router's component usage per task."""
+    and overall, for the model and the degraded input, the router's component usage per task, and
+    ``val/worst_task_gain``: the least PSNR gain over the input of any task (tasks, not recipes)."""
     model.eval()
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     routing: list[list[Routing]] = []
@@ -41,6 +45,8 @@ def validate(model: torch.nn.Module, pairs: dict[str, Any], device: torch.device
     for scope, values in sums.items():
         prefix = "val/" if scope == "all" else f"val/{tracking.metric_name(scope)}/"
         metrics.update({prefix + name: total / values["count"] for name, total in values.items() if name != "count"})
+    metrics["val/worst_task_gain"] = min(metrics[f"val/{name}/psnr"] - metrics[f"val/{name}/input_psnr"]
+                                         for name in map(tracking.metric_name, set(tasks)))
     if routing and routing[0]:
         sites = [Routing(torch.cat([r[i].probabilities for r in routing]), torch.cat([r[i].weights for r in routing]))
                  for i in range(len(routing[0]))]

@@ -7,6 +7,7 @@ tracking over HTTP, checkpoints in S3. Interruptions are real kills: the whole d
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -16,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from pipelines.core import provenance
+from pipelines.core import provenance, references, storage
 
 from .conftest import REPO_ROOT, free_port, new_bucket
 
@@ -100,9 +102,10 @@ def logged_steps(tracking_uri: str, run_id: str, metric: str = "train/loss") -> 
 
 
 def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, mlflow_server, s3_endpoint):
-    """--smoke: online synthesis, checkpoints in S3, tracking over HTTP, a registered pyfunc model."""
+    """--smoke: online synthesis, checkpoints in S3, tracking over HTTP, a registered pyfunc model; an EMA."""
     storage_uri = f"s3://{new_bucket()}/runs"
-    output = finish(start_train(train_env, "--smoke", "--name", "smoke", "--set", f"run.storage={storage_uri}"))
+    args = ["--smoke", "--name", "smoke", "--set", f"run.storage={storage_uri}", "--set", "optim.ema_decay=0.5"]
+    output = finish(start_train(train_env, *args))
     (run,) = runs_named(mlflow_server, "smoke")
     assert run.info.status == "FINISHED"
     assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4]
@@ -122,6 +125,18 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     model_version = MlflowClient(mlflow_server).get_model_version("cpl-restore", version)
     assert "Validation" in model_version.description and model_version.run_id == run.info.run_id
 
+    # The registered weights are the average that rode in the best checkpoint, not the last weights trained.
+    states = torch.load(io.BytesIO(storage.read_bytes(storage.join(run.data.tags["best_checkpoint"], "ds",
+                                                                   "mp_rank_00_model_states.pt"))),
+                        weights_only=False)
+    average = {key.removeprefix("averaged.module."): value for key, value in states["ema"].items()
+               if key.startswith("averaged.module.")}
+    registered = references.load(references.resolve(f"models:/cpl-restore/{version}", mlflow_server),
+                                 mlflow_server).state_dict()
+    assert average.keys() == registered.keys()
+    assert all(torch.equal(registered[key], average[key].float()) for key in average)
+    assert any(not torch.equal(states["module"][key], average[key]) for key in average)
+
     # The registry contract, in a process that never saw the training code's imports.
     check = ("import sys, mlflow, numpy as np\n"
              f"model = mlflow.pyfunc.load_model('models:/cpl-restore/{version}')\n"
@@ -136,7 +151,7 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("ok"), loaded.stderr[-3000:]
 
     # The same run name again: nothing to resume, nothing registered twice, the run stays finished.
-    again = start_train(train_env, "--smoke", "--name", "smoke", "--set", f"run.storage={storage_uri}")
+    again = start_train(train_env, *args)
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 2 and "already finished and registered its model" in output, output[-3000:]
     (run,) = runs_named(mlflow_server, "smoke")
@@ -156,9 +171,10 @@ def test_training_on_a_published_s3_dataset_records_its_version(train_env, mlflo
 
 
 def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(train_env, mlflow_server, tmp_path):
+    """With an EMA too, whose state the resumed run takes from the checkpoint."""
     storage_uri = str(tmp_path / "runs")
     args = ["--name", "resumed", "--set", f"run.storage={storage_uri}", "--set", "optim.max_steps=6",
-            "--set", "optim.warmup_steps=1", *[f"--set={item}" for item in FAST]]
+            "--set", "optim.warmup_steps=1", "--set", "optim.ema_decay=0.5", *[f"--set={item}" for item in FAST]]
     first = start_train(train_env, *args)
     wait_for_checkpoint(first, storage_uri, "resumed", 2)
     os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the workers: nothing is left
@@ -217,6 +233,8 @@ def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_pat
     ("optim.warmup_steps=500", "optim: warmup_steps (500) must be below max_steps (300)"),
     ("scaling.workers=0", "scaling.workers: Input should be greater than or equal to 1"),
     ("loss.cpr.form=triplet", "loss: cpr config: form must be one of"),
+    ("loss.cpr={features: vgg19, vgg_weights: /nowhere/vgg19.pth}",
+     "loss.cpr.vgg_weights: /nowhere/vgg19.pth: no such file"),
 ])
 def test_a_bad_config_fails_on_the_driver_naming_the_key(train_env, override, named):
     result = subprocess.run([sys.executable, "pipelines/train.py", "--set", override], cwd=REPO_ROOT, env=train_env,

@@ -5,6 +5,7 @@ The whole job end to end is ``test_train.py``.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipelines.core import tracking
+from pipelines.core.config import ConfigError
 from pipelines.data import job, shards, sources, versions
 from pipelines.training import driver
 from pipelines.training.config import TrainConfig
@@ -131,3 +133,10 @@ def test_preflight_names_an_unreachable_tracking_server(local_job):
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match=url.replace(".", r"\.")):
         driver.preflight(train_config(*local_job, f"tracking.uri={url}"))
+
+
+def test_preflight_names_missing_vgg_weights_before_anything_starts(local_job, tmp_path):
+    missing = str(tmp_path / "vgg19.pth")
+    config = train_config(*local_job, "loss.cpr.features=vgg19", f"loss.cpr.vgg_weights={missing}")
+    with pytest.raises(ConfigError, match=f"^config error: loss.cpr.vgg_weights: {re.escape(missing)}: no such file$"):
+        driver.preflight(config)

@@ -1,13 +1,19 @@
-"""The per-worker loop's pieces: the LR schedule, the DeepSpeed config, and batch decoding.
+"""The per-worker loop's pieces: the LR schedule, the DeepSpeed config, batch decoding, and the objective
+with its VGG weights from a local file or S3.
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import torch
 
 import cpl_model
+from pipelines.core import storage
+from pipelines.core.config import ConfigError
+from pipelines.core.errors import PipelineError
 from pipelines.training import loop
 from pipelines.training.config import TrainConfig
 
@@ -83,3 +89,62 @@ def test_to_tensors_decodes_raw_uint8_rows_into_exact_float_images_and_keeps_the
         assert tensor.min() >= 0 and tensor.max() <= 1
         np.testing.assert_array_equal(cpl_model.to_uint8(tensor), images)
     assert out["degraded"][0, :, 0, 0].tolist() == [0.0, 1.0, pytest.approx(128 / 255)]
+
+
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512)  # up to relu5_1
+
+
+@pytest.fixture(scope="module")
+def vgg16_bytes() -> bytes:
+    """A torchvision-style VGG-16 state dict (``features.<i>.weight`` ...), each tensor filled with its index ``i``."""
+    state, index, channels = {}, 0, 3
+    for item in VGG16:
+        if item == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.full((item, channels, 3, 3), float(index))
+        state[f"features.{index}.bias"] = torch.full((item,), float(index))
+        index, channels = index + 2, item
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def vgg_loss(features: str, weights: str):
+    return train_config(f"loss.cpr.features={features}", f"loss.cpr.vgg_weights={weights}").loss
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_vgg_weights_are_read_from_a_local_file_or_fetched_from_s3(request, tmp_path, vgg16_bytes, where):
+    uri = str(tmp_path / "vgg16.pth")
+    if where == "s3":
+        uri = f"s3://{request.getfixturevalue('bucket')}/weights/vgg16.pth"
+    storage.write_bytes(uri, vgg16_bytes)
+    objective = loop.build_objective(vgg_loss("vgg16", uri))
+    loaded = objective.cpr.features.state_dict()
+    assert loaded["features.24.weight"].unique().tolist() == [24.0] and loaded["features.0.bias"].eq(0).all()
+
+
+def one_line_config_error(loss, *named: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        loop.build_objective(loss)
+    message = str(raised.value)
+    assert isinstance(raised.value, PipelineError) and "\n" not in message
+    assert message.startswith("config error: loss.cpr.vgg_weights: ")
+    for text in named:
+        assert text in message, message
+
+
+def test_a_missing_vgg_weights_file_is_a_one_line_error_naming_the_key_and_the_uri(bucket, tmp_path):
+    for uri in (str(tmp_path / "nowhere.pth"), f"s3://{bucket}/nowhere/vgg19.pth"):
+        one_line_config_error(vgg_loss("vgg19", uri), uri, "no such file")
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"not a torch file", "as a weights-only torch file"),
+    (None, "features.19.weight has shape"),  # VGG-16's weights where VGG-19's are asked for
+])
+def test_a_file_that_is_not_vgg_weights_is_a_one_line_error_naming_the_uri(bucket, vgg16_bytes, content, reason):
+    uri = f"s3://{bucket}/weights/vgg.pth"
+    storage.write_bytes(uri, vgg16_bytes if content is None else content)
+    one_line_config_error(vgg_loss("vgg19", uri), uri, reason)

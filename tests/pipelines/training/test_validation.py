@@ -1,9 +1,11 @@
-"""Validation metrics per task and recipe, input baselines and router usage, on hand-made pairs.
+"""Validation metrics per task and recipe, input baselines, router usage and the checkpoint scores, on hand-made
+pairs.
 """
 
 from __future__ import annotations
 
 import math
+import typing
 from collections import defaultdict
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 import cpl_model
 from pipelines.training import validation
+from pipelines.training.config import CheckpointSection
 
 COMPOSITE = "low_light+haze+rain"
 
@@ -86,3 +89,53 @@ def test_validate_on_identical_images_with_an_identity_model_reports_finite_psnr
     assert all(math.isfinite(value) for value in metrics.values()), metrics
     assert metrics["val/psnr"] == metrics["val/input_psnr"] == cpl_model.PSNR_CAP
     assert metrics["val/ssim"] == pytest.approx(1.0)
+
+
+def test_worst_task_gain_is_the_least_gain_of_any_task_over_its_input(validated):
+    _, _, metrics = validated
+    gains = [metrics[f"val/{task}/psnr"] - metrics[f"val/{task}/input_psnr"]
+             for task in ("noise", "haze", "low_light-haze-rain")]
+    assert metrics["val/worst_task_gain"] == min(gains)
+
+
+class Scaled(torch.nn.Module):
+    """The input times ``factor``, clipped to [0, 1]: the identity at 1; at 2 it undoes halving and ruins the rest."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, image: torch.Tensor, aux: bool = False) -> cpl_model.RestorationOutput:
+        return cpl_model.RestorationOutput((image * self.factor).clamp(0, 1))
+
+
+def dim_and_noisy_pairs() -> dict:
+    """Two low-light pairs (the clean image halved) and two noise pairs under two recipes of unequal strength."""
+    clean = hand_made_pairs()["clean"][:4] & 0xFE  # even values: halving is exact, so doubling undoes it
+    sigma = np.array([0, 0, 4, 16])[:, None, None, None]
+    noisy = np.clip(clean + np.random.default_rng(2).normal(0, 1, clean.shape) * sigma, 0, 255).astype(np.uint8)
+    return {"degraded": np.concatenate([clean[:2] // 2, noisy[2:]]), "clean": clean,
+            "task": ["low_light", "low_light", "noise", "noise"],
+            "recipe": ["low_light", "low_light", "noise15", "noise50"]}
+
+
+def test_worst_task_gain_is_over_tasks_not_recipes():
+    metrics = validation.validate(Scaled(2.0), dim_and_noisy_pairs(), torch.device("cpu"), torch.float32)
+    noise = metrics["val/noise/psnr"] - metrics["val/noise/input_psnr"]
+    recipes = [metrics[f"val/recipe/{name}/psnr"] - metrics[f"val/recipe/{name}/input_psnr"]
+               for name in ("noise15", "noise50")]
+    assert metrics["val/low_light/psnr"] - metrics["val/low_light/input_psnr"] > 0 > noise
+    assert metrics["val/worst_task_gain"] == noise > min(recipes)
+
+
+@pytest.mark.parametrize(("select", "chosen"), [("worst_task_gain", 1.0), ("mean_psnr", 2.0)])
+def test_the_selection_rule_prefers_no_regression_or_the_best_mean(select, chosen):
+    """Doubling restores low light perfectly and ruins noise: the better mean, but a task regresses."""
+    scores = {factor: validation.validate(Scaled(factor), dim_and_noisy_pairs(), torch.device("cpu"),
+                                          torch.float32)[validation.SCORES[select]]
+              for factor in (1.0, 2.0)}
+    assert max(scores, key=scores.get) == chosen
+
+
+def test_every_selection_rule_of_the_config_has_a_score():
+    assert set(validation.SCORES) == set(typing.get_args(CheckpointSection.model_fields["select"].annotation))

@@ -6,16 +6,18 @@ What follows the authors and what is reconstructed (their training code is unrel
   the positive is the ground truth, and the negatives are restorations of the *same input* with
   mismatched prompts, made by re-running only the decoder. CPR compares them in the feature space of
   a frozen network, pulling the anchor toward the ground truth and away from the negatives.
-- **Reconstructed** (from the group's earlier PCL and MCL code, see docs/model.md):
+- **Reconstructed** (the evidence for each default, from the group's earlier PCL and MCL code or our own
+  ablation, is in docs/model.md):
   - the loss form. ``ratio`` (default): per layer, L1(anchor, gt) / (mean over negatives of
     L1(anchor, negative) + eps), weighted over layers; ``negative_only`` (MCL): minus the mean L1
     distance to the negatives (unbounded below, keep lambda small); ``infonce``: cross-entropy of
     cosine similarities, the positive against the negatives, at temperature ``tau``;
   - one negative per step, drawn uniformly from the unchosen components at every prompt site and
     scaled like the chosen one (the figure's "randomly select one Neg. Prompt");
-  - gradients flow through the negatives by default: CPR's stated aim, penalising wrong prompts that
-    still restore well, needs them. ``detach_negatives`` turns that off (MCL's choice; cheaper);
-  - lambda = 0.1, and an optional warm-up of plain L1 before CPR starts.
+  - gradients flow through the negatives by default (detached ones collapsed faster in our ablation);
+    ``detach_negatives`` turns that off;
+  - lambda = 0.1 (the MCL author's rule of thumb, not a figure from the paper), and an optional
+    warm-up of plain reconstruction loss before CPR starts.
 """
 
 from __future__ import annotations

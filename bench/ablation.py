@@ -349,7 +349,11 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     for variant in [v for v in VARIANTS if v in curves]:
         steps = [point[0] for point in curves[variant][0]]
         values = np.array([[point[1] for point in curve] for curve in curves[variant]])
-        axes.plot(steps, values.mean(axis=0), marker="o", markersize=3, label=f"{variant} ({len(values)} seeds)")
+        seeds = f"{len(values)} seed" + ("s" if len(values) > 1 else "")
+        axes.plot(steps, values.mean(axis=0), marker="o", markersize=3, label=f"{variant} ({seeds})")
+    first = records[0]["per_task"]
+    axes.axhline(statistics.fmean(v["input_psnr"] for v in first.values()), color="grey", linestyle="--",
+                 label="degraded input")
     axes.set_xlabel("optimiser step")
     axes.set_ylabel("held-out PSNR, mean over tasks (dB)")
     axes.grid(alpha=0.3)

@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 class SynthesisConfig(Frozen):
     seed: int = Field(0, ge=0)
     recipes: str = "five_task"  # comma-separated recipe and set names
-    recipe_weights: dict[str, float] = {}  # per recipe name; default 1 each
+    recipe_weights: dict[str, float] = {}  # per recipe name; default 1 each; recipes not mixed in are ignored
     recipe_files: list[str] = []  # YAML files of extra recipes, usable by name in `recipes`
     patch: int = Field(128, ge=ds.MIN_SIDE)
     crops_per_image: int = Field(4, ge=1)
@@ -60,7 +60,9 @@ class SynthesisConfig(Frozen):
         """The recipe mixture, in order.
 
         Raises:
-            ConfigError: for an unknown name, an unreadable recipe file or weights of recipes not mixed in.
+            ConfigError: for an unknown name (in ``recipes`` or ``recipe_weights``) or an unreadable recipe file.
+            Weights of known recipes that are not mixed in are ignored, so that a narrower ``recipes``
+            keeps working with the default weights.
         """
         extra: dict[str, Recipe] = {}
         for path in self.recipe_files:
@@ -76,9 +78,9 @@ class SynthesisConfig(Frozen):
                 raise ConfigError(f"recipes: {err}") from None
         if not recipes:
             raise ConfigError("recipes names no recipe")
-        unknown = sorted(set(self.recipe_weights) - {r.name for r in recipes})
+        unknown = sorted(set(self.recipe_weights) - set(ds.RECIPES) - set(extra))
         if unknown:
-            raise ConfigError(f"recipe_weights names {unknown[0]!r}, which is not in recipes")
+            raise ConfigError(f"recipe_weights names {unknown[0]!r}, which is not a recipe")
         return recipes
 
 

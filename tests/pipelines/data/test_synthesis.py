@@ -190,9 +190,11 @@ def test_recipes_naming_nothing_is_an_error():
         SynthesisConfig(recipes=" , ").resolved_recipes()
 
 
-def test_weights_for_a_recipe_that_is_not_in_the_mixture_are_an_error():
-    with pytest.raises(ValueError, match="recipe_weights names 'rain'"):
-        SynthesisConfig(recipes="haze,noise25", recipe_weights={"rain": 2.0}).resolved_recipes()
+def test_weights_of_an_unknown_recipe_are_an_error_and_of_one_not_mixed_in_ignored():
+    with pytest.raises(ValueError, match="recipe_weights names 'rian', which is not a recipe"):
+        SynthesisConfig(recipes="haze,noise25", recipe_weights={"rian": 2.0}).resolved_recipes()
+    # A known recipe that is not mixed in: its weight is ignored, so narrowing `recipes` keeps the defaults valid.
+    assert [r.name for r in SynthesisConfig(recipes="haze", recipe_weights={"rain": 2.0}).resolved_recipes()] == ["haze"]
 
 
 def test_recipe_files_add_named_recipes_usable_beside_built_in_ones(tmp_path):

@@ -111,7 +111,8 @@ def vgg16_bytes() -> bytes:
 
 
 def vgg_loss(features: str, weights: str):
-    return train_config(f"loss.cpr.features={features}", f"loss.cpr.vgg_weights={weights}").loss
+    return train_config("loss.cpr.enabled=true", f"loss.cpr.features={features}",
+                        f"loss.cpr.vgg_weights={weights}").loss
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

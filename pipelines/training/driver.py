@@ -7,8 +7,8 @@
 2. The driver creates the MLflow run (or finds it, when the run name is reused) and freezes the
    validation pairs; Ray Train workers run ``loop.train_loop`` on a DeepSpeed engine, and rank 0 sends
    its progress to the driver (``progress``).
-3. The best checkpoint by ``checkpoint.select`` (by default the one whose worst task gains most over its
-   degraded input; or the best mean validation PSNR) becomes a new version of the registered model, logged as a
+3. The best checkpoint by ``checkpoint.select`` (by default the best mean validation PSNR; or the one whose
+   worst task gains most over its degraded input) becomes a new version of the registered model, logged as a
    pyfunc (``pipelines/registry/pyfunc.py``) with a signature, an input example, a model card and an
    image grid.
 

@@ -83,7 +83,7 @@ class OptimSection(Frozen):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(15, ge=0)
-    max_steps: int = Field(600, ge=1)  # optimiser steps
+    max_steps: int = Field(1000, ge=1)  # optimiser steps
     grad_clip: float = Field(1.0, ge=0)  # 0: off
     accumulation: int = Field(1, ge=1)  # micro-batches per optimiser step
     zero_stage: Literal[0, 1, 2] = 1

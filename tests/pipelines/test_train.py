@@ -230,7 +230,7 @@ def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_pat
 
 @pytest.mark.parametrize(("override", "named"), [
     ("optim.learning_rate=1e-3", "optim.learning_rate: unknown key"),
-    ("optim.warmup_steps=700", "optim: warmup_steps (700) must be below max_steps (600)"),
+    ("optim.warmup_steps=1200", "optim: warmup_steps (1200) must be below max_steps (1000)"),
     ("scaling.workers=0", "scaling.workers: Input should be greater than or equal to 1"),
     ("loss.cpr.form=triplet", "loss: cpr config: form must be one of"),
     ("loss.cpr={features: vgg19, vgg_weights: /nowhere/vgg19.pth}",

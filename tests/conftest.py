@@ -1,8 +1,15 @@
 """Suite-wide hooks: the sample photos must be there, and tests marked ``gpu`` skip where no CUDA device is."""
 
 import importlib.util
+import os
 
 import pytest
+
+# One intra-op thread for torch (and OpenMP/BLAS) here, in Ray workers and in CLI subprocesses, which all
+# inherit this environment. Set before anything imports torch. On 2 cores shared with Ray, the S3 and
+# MLflow servers, two threads spin-wait on each other at every op: a forward pass of the tiny model took
+# 2.6 s instead of 0.04 s, and tests/cpl_model took over 30 minutes instead of about one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from degradation_synth.samples import sample_photo_paths
 

@@ -350,13 +350,18 @@ def shard_checksums(manifest: dict) -> dict[str, str]:
 
 # --- the CLI ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def cli_env(s3_endpoint) -> dict[str, str]:
-    """The environment for a CLI subprocess: the session's S3 server, Ray on loopback, no Ray cluster address."""
+def cli_environment() -> dict[str, str]:
+    """The environment for a CLI subprocess: this process's, Ray on loopback, no Ray cluster address."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+@pytest.fixture
+def cli_env(s3_endpoint) -> dict[str, str]:
+    """``cli_environment()`` with the session's S3 server."""
+    return cli_environment()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -42,11 +43,23 @@ def start_train(env: dict[str, str], *args: str, cwd: Path = REPO_ROOT) -> subpr
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def kill_run(process: subprocess.Popen) -> None:
+    """SIGKILL a training run and everything it started, and wait until all of it is gone: its session, since
+    Ray gives its workers process groups of their own (a worker outliving its driver can still write a
+    checkpoint)."""
+    subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+    process.wait()
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"processes of session {process.pid} outlived SIGKILL for 60 s"
+        time.sleep(0.2)
+
+
 def finish(process: subprocess.Popen, timeout: float = 400) -> str:
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_run(process)
         output, _ = process.communicate()
         pytest.fail(f"training did not finish in {timeout} s:\n{output[-4000:]}")
     assert process.returncode == 0, output[-4000:]
@@ -60,16 +73,20 @@ def checkpoint_steps(storage_uri: str, run_name: str) -> set[int]:
             for part in info.uri.split("/") if part.startswith("step-")}
 
 
-def wait_for_checkpoint(process: subprocess.Popen, storage_uri: str, run_name: str, step: int,
-                        timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while step not in checkpoint_steps(storage_uri, run_name):
-        if process.poll() is not None:
-            pytest.fail(f"training ended before checkpoint {step}:\n{process.stdout.read()[-4000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"no checkpoint {step} after {timeout} s")
-        time.sleep(0.5)
+def wait_for_checkpoint(process: subprocess.Popen, timeout: float = 300) -> tuple[int, list[str]]:
+    """Read the run's output up to its next "step N/M: checkpoint ..." line, which the driver prints once Ray
+    Train has registered the checkpoint (a step folder on disk may still be half-written), and return N with
+    the lines read."""
+    deadline, lines = time.monotonic() + timeout, []
+    while select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        line = process.stdout.readline()
+        if not line:
+            pytest.fail("training ended before a checkpoint:\n" + "".join(lines)[-4000:])
+        lines.append(line)
+        if checkpointed := re.match(r"step (\d+)/\d+: checkpoint ", line):
+            return int(checkpointed[1]), lines
+    kill_run(process)
+    pytest.fail(f"no checkpoint after {timeout} s:\n" + "".join(lines)[-4000:])
 
 
 def assert_console_speaks_for_the_job(output: str, run_name: str, total: int, checkpoints: list[int]) -> None:
@@ -174,39 +191,45 @@ def test_training_on_a_published_s3_dataset_records_its_version(train_env, mlflo
 
 
 def kill_a_worker(process: subprocess.Popen) -> None:
-    """SIGKILL one Ray Train worker of this run's own Ray (its session: Ray gives workers process groups of
-    their own), never one of another job on the machine."""
+    """SIGKILL one Ray Train worker of this run's own Ray (its session), never one of another job on the
+    machine."""
     workers = subprocess.run(["pgrep", "-s", str(process.pid), "-f", "RayTrainWorker"], capture_output=True,
                              text=True, check=False).stdout.split()
     if not workers:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_run(process)
         pytest.fail("no Ray Train worker process found")
     os.kill(int(workers[0]), signal.SIGKILL)
+
+
+INTERRUPTED_STEPS = 30
 
 
 @pytest.fixture(scope="module")
 def interrupted(train_env, tmp_path_factory) -> SimpleNamespace:
     """One run interrupted both ways, read by the two tests below (a run each would cost a minute more).
 
-    Its driver is killed at its first checkpoint with everything it started; the rerun resumes it from the
-    newest checkpoint written by then (the steps run on while the kill lands) and loses one Ray Train worker
-    at its own first checkpoint. Twelve steps leave several to go after each kill. With an EMA, whose state
-    the resumed run takes from the checkpoint.
+    Its driver is killed with everything it started once it has registered a checkpoint; the rerun resumes
+    from the newest checkpoint registered by then (steps run on while the kill lands) and loses one Ray Train
+    worker once it has registered a checkpoint of its own. INTERRUPTED_STEPS leaves steps to go after each
+    kill even on an idle machine. With an EMA, whose state the resumed run takes from the checkpoint.
     """
     storage_uri = str(tmp_path_factory.mktemp("interrupted") / "runs")
     args = ["--name", "interrupted", "--set", f"run.storage={storage_uri}", "--set", "run.max_failures=1",
-            "--set", "optim.max_steps=12", "--set", "optim.warmup_steps=1", "--set", "optim.ema_decay=0.5",
-            *[f"--set={item}" for item in FAST]]
+            "--set", f"optim.max_steps={INTERRUPTED_STEPS}", "--set", "optim.warmup_steps=1",
+            "--set", "optim.ema_decay=0.5", *[f"--set={item}" for item in FAST], "--set", "checkpoint.every=5"]
     first = start_train(train_env, *args)
-    wait_for_checkpoint(first, storage_uri, "interrupted", 2)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the workers: nothing is left
+    wait_for_checkpoint(first)
+    kill_run(first)
     first.communicate()
-    resumed_from = max(checkpoint_steps(storage_uri, "interrupted"))
 
     rerun = start_train(train_env, *args)
-    wait_for_checkpoint(rerun, storage_uri, "interrupted", resumed_from + 2)
+    _, before_the_kill = wait_for_checkpoint(rerun)
     kill_a_worker(rerun)
-    return SimpleNamespace(storage=storage_uri, resumed_from=resumed_from, output=finish(rerun))
+    output = "".join(before_the_kill) + finish(rerun)
+    resumed = re.search(r"^resuming from the checkpoint at step (\d+)$", output, re.MULTILINE)
+    assert resumed, output[-4000:]
+    assert int(resumed[1]) < INTERRUPTED_STEPS - 4, f"the killed run got to step {resumed[1]}: too far to test"
+    return SimpleNamespace(storage=storage_uri, resumed_from=int(resumed[1]), output=output)
 
 
 def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(interrupted, mlflow_server):
@@ -215,21 +238,21 @@ def test_rerunning_a_killed_run_resumes_it_without_duplicated_or_missing_steps(i
     assert sum(line.startswith("resuming from the checkpoint at step ") for line in output.splitlines()) == 1, output
     (run,) = runs_named(mlflow_server, "interrupted")
     assert run.info.status == "FINISHED"
-    assert logged_steps(mlflow_server, run.info.run_id) == list(range(1, 13))
-    assert checkpoint_steps(interrupted.storage, "interrupted") >= {12}
+    assert logged_steps(mlflow_server, run.info.run_id) == list(range(1, INTERRUPTED_STEPS + 1))
+    assert checkpoint_steps(interrupted.storage, "interrupted") >= {INTERRUPTED_STEPS}
 
 
 def test_a_killed_worker_is_replaced_and_the_run_continues(interrupted, mlflow_server):
     output = interrupted.output
     (run,) = runs_named(mlflow_server, "interrupted")
     assert run.info.status == "FINISHED", output[-3000:]
-    assert logged_steps(mlflow_server, run.info.run_id) == list(range(1, 13))
+    assert logged_steps(mlflow_server, run.info.run_id) == list(range(1, INTERRUPTED_STEPS + 1))
     # Ray's notices about the dead worker become one line of ours, naming the step the new group resumes
-    # from (the one the run resumed from when the kill landed before the next checkpoint was complete).
+    # from: the newest complete when the kill landed, at or after the one the run resumed from.
     restarts = [line for line in output.splitlines() if line.startswith("worker group failed (rank ")]
     assert len(restarts) == 1, output
-    step = interrupted.resumed_from
-    assert re.search(rf"\); restarted from the checkpoint at step ({step}|{step + 2})$", restarts[0]), restarts
+    restarted = re.search(r"\); restarted from the checkpoint at step (\d+)$", restarts[0])
+    assert restarted and interrupted.resumed_from <= int(restarted[1]) < INTERRUPTED_STEPS, restarts
     assert "(raylet)" not in output and "RayTrainWorker" not in output
 
 

@@ -85,11 +85,11 @@ class SynthesisConfig(Frozen):
 
 
 # The embedded default's (quickstart's) online synthesis: small patches for many steps per minute. The three
-# noise levels share one task's weight, and blur, the task a short run damages most, gets six
+# noise levels share one task's weight, and blur, the task a short run damages most, gets ten
 # (docs/training.md). With the nine sample photos, a 0.35 validation fraction holds out two of them (split
 # by content hash), which the ``samples`` benchmark evaluates on.
 QUICKSTART = SynthesisConfig(patch=48, crops_per_image=16, val_fraction=0.35, test_fraction=0.0,
-                             recipe_weights={"noise15": 1 / 3, "noise25": 1 / 3, "noise50": 1 / 3, "blur": 6.0})
+                             recipe_weights={"noise15": 1 / 3, "noise25": 1 / 3, "noise50": 1 / 3, "blur": 10.0})
 
 
 PAIR_COLUMNS = ("sample_id", "source_id", "content_sha256", "crop", "split", "recipe", "task",

@@ -109,7 +109,8 @@ class RankZeroReporter(Reporter):
         progress.best_val_psnr = max(progress.best_val_psnr, metrics["val/psnr"])
         progress.pending.append((progress.step, {**metrics, "val/best_psnr": progress.best_val_psnr}))
         return {"step": progress.step, "val_psnr": metrics["val/psnr"], "input_psnr": metrics["val/input_psnr"],
-                "best_psnr": progress.best_val_psnr, "score": metrics[SCORES[self.config.checkpoint.select]]}
+                "best_psnr": progress.best_val_psnr, "worst_gain": metrics["val/worst_task_gain"],
+                "score": metrics[SCORES[self.config.checkpoint.select]]}
 
     def add_weights(self, model: torch.nn.Module, directory: Path, progress: Progress, val_psnr: float) -> None:
         """Beside DeepSpeed's shards: fp32 weights + config, loadable without DeepSpeed."""

@@ -52,6 +52,7 @@ class Checkpointed:
     val_psnr: float
     input_psnr: float
     best_psnr: float
+    worst_gain: float = math.nan  # the least PSNR gain over the input of any task, in dB
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def progress_text(step: int, total: int, loss: float = math.nan, samples_per_s: 
 
 def checkpoint_text(event: Checkpointed, total: int) -> str:
     return (f"step {event.step}/{total}: checkpoint {event.name}, validation PSNR {event.val_psnr:.2f} dB "
-            f"(input {event.input_psnr:.2f}, best {event.best_psnr:.2f})")
+            f"(input {event.input_psnr:.2f}, best {event.best_psnr:.2f})"
+            + ("" if math.isnan(event.worst_gain) else f", worst task {event.worst_gain:+.2f} dB"))
 
 
 class ProgressView:
@@ -190,7 +192,8 @@ class Relay(UserCallback):
         first = metrics[0]
         val_psnr = first.get("val_psnr", math.nan)
         send(self.queue, Checkpointed(int(first.get("step", 0)), PurePosixPath(checkpoint.path).name, val_psnr,
-                                      first.get("input_psnr", math.nan), first.get("best_psnr", val_psnr)))
+                                      first.get("input_psnr", math.nan), first.get("best_psnr", val_psnr),
+                                      first.get("worst_gain", math.nan)))
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
         if worker_exceptions:

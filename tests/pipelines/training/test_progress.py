@@ -34,12 +34,13 @@ def test_durations_read_at_a_glance():
 
 
 def test_a_log_gets_a_progress_line_at_the_first_step_and_each_tenth_and_each_checkpoint_once():
-    checkpoint = progress.Checkpointed(10, "step-00000010", 21.5, 20.0, 21.5)
+    checkpoint = progress.Checkpointed(10, "step-00000010", 21.5, 20.0, 21.5, -0.125)
     lines = run_view([progress.Started(0), *steps(1, 10), checkpoint, *steps(11, 20)]).splitlines()
     bars = [line for line in lines if line.startswith("step") and "[" in line]
     assert [int(line.split("/")[0].split()[-1]) for line in bars] == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
     assert bars[-1].startswith("step 20/20 [####################]")
-    assert lines.count("step 10/20: checkpoint step-00000010, validation PSNR 21.50 dB (input 20.00, best 21.50)") == 1
+    assert lines.count("step 10/20: checkpoint step-00000010, validation PSNR 21.50 dB (input 20.00, best 21.50), "
+                       "worst task -0.12 dB") == 1
     assert "val PSNR" not in bars[5] and "val PSNR 21.50 dB" in bars[6]
     # One step per second after the first: the ETA at step 4 is 16 steps away; none before a rate is known.
     assert "ETA" not in bars[0] and "ETA 16s" in bars[2] and "ETA 0s" in bars[-1]

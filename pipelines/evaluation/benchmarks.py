@@ -12,6 +12,8 @@
   Inputs and targets pair by relative path without extension (``input/a/01.png`` with
   ``target/a/01.jpg``). ``<root>`` itself may hold ``input/`` and ``target/`` for a single task named
   after it. Unpaired, undecodable or differently sized files are skipped and reported by name;
+- a published benchmark in the layout it is downloaded in (``layout``: Rain100L, SOTS, GoPro, LOL,
+  CDD-11; see ``layouts``), paired by that benchmark's own naming rule;
 - ``samples``: every five-task recipe on crops of the bundled sample photos that the quickstart
   holds out from training. Content-seeded, so the same code version gives the same bytes.
 
@@ -32,14 +34,16 @@ import numpy as np
 from ..core import provenance, storage
 from ..core.errors import DataError
 from ..data import shards, sources, synthesis, versions
+from . import layouts
+from .layouts import NO_INPUT, NO_TARGET
 
 INPUT_FOLDERS = ("input", "lq", "degraded")
 TARGET_FOLDERS = ("target", "gt", "clean")
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 7  # SSIM's window
 
-# Skip reasons for paired folders (reported in report.json).
-NO_TARGET, NO_INPUT, SIZE_MISMATCH, SAME_NAME = "no_target", "no_input", "size_mismatch", "same_name_as_another"
+# Skip reasons for paired folders (reported in report.json), besides layouts' NO_TARGET and NO_INPUT.
+SIZE_MISMATCH, SAME_NAME = "size_mismatch", "same_name_as_another"
 
 SAMPLES_CROPS = 4
 SAMPLES_PATCH = 128
@@ -95,13 +99,17 @@ class Benchmark:
                 "version": self.version, "units": len(self.units), "skipped": self.skipped}
 
 
-def open_benchmark(data: str, split: str = "test") -> Benchmark:
-    """The frozen set ``data`` names; see the module docstring.
+def open_benchmark(data: str, split: str = "test", layout: str | None = None) -> Benchmark:
+    """The frozen set ``data`` names; see the module docstring. With ``layout`` (a name in
+    ``layouts.LAYOUTS``), ``data`` is a folder of that published benchmark in its own layout.
 
     Raises:
         StorageError: ``data`` is unreadable or holds no benchmark.
-        ValueError: a dataset version has no ``split`` pairs or a corrupt manifest.
+        ValueError: a dataset version has no ``split`` pairs or a corrupt manifest; ``data`` does not hold
+            ``layout``.
     """
+    if layout is not None:
+        return _native(storage.absolute(data), layout)
     if data == sources.SAMPLES:
         return _samples()
     data = storage.absolute(data)  # Ray workers that read it have other working directories
@@ -169,6 +177,16 @@ def _paired_folders(root: str) -> Benchmark:
     listing = sorted((u["task"], u["stem"]) for u in units)
     digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()  # which pairs; contents are not hashed
     return Benchmark("folder", root, root, digest, units, {k: v for k, v in skipped.items() if v})
+
+
+def _native(root: str, layout: str) -> Benchmark:
+    pairing = layouts.pair_layout(layout, root)
+    if not pairing.units:
+        raise DataError(f"{root}: no {layout} pairs (unpaired: "
+                        f"{', '.join(f'{len(v)} {k}' for k, v in pairing.skipped.items()) or 'none'})")
+    listing = sorted((u["task"], u["stem"]) for u in pairing.units)
+    digest = hashlib.sha256(json.dumps([layout, listing]).encode()).hexdigest()
+    return Benchmark("folder", root, f"{layout}:{root}", digest, pairing.units, pairing.skipped)
 
 
 def _read_pair(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:

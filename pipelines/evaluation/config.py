@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -13,6 +13,8 @@ from ..core.tracking import resolve_tracking_uri
 
 EXPERIMENT = "cpl-evaluation"
 Split = Literal["train", "val", "test"]
+# The published benchmarks read in their own layouts (pipelines/evaluation/layouts.py, which pairs them).
+Layout = Literal["rain100l", "sots-outdoor", "gopro", "lol", "cdd11"]
 
 HELP = """\
 Evaluate a model on a frozen benchmark: per-task PSNR/SSIM, with the degraded input as baseline.
@@ -46,6 +48,7 @@ class EvaluateConfig(Frozen):
     model: str  # a model reference (see HELP)
     data: str = "samples"
     split: Split = "test"  # of a published dataset
+    benchmark: Layout | None = None  # data is a folder of this published benchmark, in its own layout
     out: Path | None = None  # None: outputs/evaluations/<UTC time>
     log: bool = True  # an MLflow evaluation run beside the report files
     experiment: str = EXPERIMENT
@@ -63,6 +66,8 @@ def add_benchmark_flags(command: Any) -> None:
     the benchmark and how it is scored."""
     command.flag("--data", "data", "benchmark: a published dataset URI, a paired folder, or samples")
     command.flag("--split", "split", "split of a published dataset: train, val or test")
+    command.flag("--benchmark", "benchmark", "--data is this published benchmark in its own layout: "
+                 + ", ".join(get_args(Layout)))
     command.flag("--tile", "evaluation.tile", "tile size in pixels for large images; 0: whole images", type=int)
     command.flag("--batch-size", "evaluation.batch_size", "pairs of equal size per forward pass", type=int)
     command.flag("--workers", "evaluation.workers", "Ray actors to spread the set over (0: in process)", type=int)

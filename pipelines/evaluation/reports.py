@@ -113,9 +113,9 @@ def log_evaluation(report: dict[str, Any], files: dict[str, Path], tracking_uri:
 
 
 def run(reference: str, data: str, out: Path, settings: EvalSettings, split: str = "test", log: bool = True,
-        experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
-    """Evaluate ``reference`` on ``data``: the report written under ``out`` and, with ``log``, an MLflow
-    evaluation run. Returns ``(report, evaluation run id or None)``.
+        experiment: str = EXPERIMENT, layout: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """Evaluate ``reference`` on ``data`` (in benchmark ``layout``'s own layout when given): the report written
+    under ``out`` and, with ``log``, an MLflow evaluation run. Returns ``(report, evaluation run id or None)``.
 
     Raises:
         TrackingUnreachable, ModelNotFound, StorageError, DataError: naming the URI, reference or file at fault.
@@ -123,8 +123,8 @@ def run(reference: str, data: str, out: Path, settings: EvalSettings, split: str
     uri = tracking.resolve_tracking_uri()
     if log or references.is_mlflow(reference):
         tracking.check_reachable(uri)
-    return evaluate_and_record(references.resolve(reference, uri), benchmarks.open_benchmark(data, split), settings, uri,
-                               out, log, experiment)
+    ref = references.resolve(reference, uri)
+    return evaluate_and_record(ref, benchmarks.open_benchmark(data, split, layout), settings, uri, out, log, experiment)
 
 
 def evaluate_and_record(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSettings, tracking_uri: str,

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from ..core.config import Frozen
 from ..core.tracking import resolve_tracking_uri
-from ..evaluation.config import EvalSettings, Split
+from ..evaluation.config import EvalSettings, Layout, Split
 
 HELP = """\
 Promote a registered model version to `champion` if it beats the current one; or roll back.
@@ -43,6 +43,7 @@ class PromoteConfig(Frozen):
     reason: str = ""  # recorded with a rollback
     data: str = "samples"  # the frozen benchmark both models are evaluated on
     split: Split = "test"
+    benchmark: Layout | None = None  # data is a folder of this published benchmark, in its own layout
     out: Path | None = None  # the reports and decision; None: a temporary folder
     gate: Gate = Gate()
     evaluation: EvalSettings = EvalSettings()

@@ -117,8 +117,9 @@ def alias_version(client, name: str, alias: str) -> str | None:
 
 
 def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: Path,
-            split: str = "test") -> Decision:
-    """Evaluate the challenger ``reference`` (a registered version) and the current champion on ``data``.
+            split: str = "test", layout: str | None = None) -> Decision:
+    """Evaluate the challenger ``reference`` (a registered version) and the current champion on ``data`` (in
+    benchmark ``layout``'s own layout when given).
 
     Raises:
         ModelNotFound, StorageError, DataError, PromotionError: naming what is wrong; nothing has changed.
@@ -133,7 +134,7 @@ def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: 
     champion_version = alias_version(client, challenger.name, CHAMPION)
     if champion_version == challenger.version:
         raise PromotionError(f"{challenger.name} v{challenger.version} is already {CHAMPION}")
-    benchmark = benchmarks.open_benchmark(data, split)  # opened once: both models see the same pairs
+    benchmark = benchmarks.open_benchmark(data, split, layout)  # opened once: both models see the same pairs
     refs = {"challenger": challenger}
     if champion_version:
         refs["champion"] = references.resolve(f"models:/{challenger.name}/{champion_version}", uri)

@@ -149,6 +149,36 @@ def test_cli_scores_a_registered_model_on_a_paired_folder_reports_skips_and_logs
     assert json.loads(Path(logged).read_text()) == report
 
 
+def test_cli_scores_a_benchmark_in_its_own_layout_with_input_psnr_computed_independently(
+        eval_env, brightener, tmp_path):
+    """Rain100L as PReNet ships it: rain-NNN.png beside norain-NNN.png, one rain image without its clean one."""
+    root = tmp_path / "Rain100L"
+    photos = list(photo_halves(3, 64).values())
+    expected = []
+    for i, clean in enumerate(photos, start=1):
+        streaks = (np.arange(clean.shape[1]) % 7 == i)[None, :, None] * 90  # vertical streaks, a column in 7
+        rainy = np.clip(clean.astype(np.int16) + streaks, 0, 255).astype(np.uint8)
+        write_rgb(root / f"rain-{i:03d}.png", rainy)
+        if i < 3:
+            write_rgb(root / f"norain-{i:03d}.png", clean)
+            mse = np.mean((rainy.astype(np.float64) - clean.astype(np.float64)) ** 2)
+            expected.append(10 * np.log10(255.0 ** 2 / mse))
+    checkpoint = save_model(tmp_path / "checkpoint_000001", brightener, 0.0)
+    out = tmp_path / "report"
+    result = evaluate_cli(eval_env, "--model", str(checkpoint), "--data", str(root), "--benchmark", "rain100l",
+                          "--out", str(out), "--no-log")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["label"] == f"rain100l:{root}"
+    assert report["data"]["skipped"] == {"no_target": ["rain-003.png"]}
+    assert {task: s["count"] for task, s in report["tasks"].items()} == {"rain": 2}
+    assert report["tasks"]["rain"]["input"]["psnr"] == pytest.approx(np.mean(expected), rel=1e-5)
+
+    wrong = evaluate_cli(eval_env, "--model", str(checkpoint), "--data", str(root), "--benchmark", "gopro",
+                         "--no-log")
+    assert wrong.returncode == 2 and f"{root}: not a gopro layout: expected <scene>/blur/" in wrong.stderr
+
+
 def test_cli_with_the_identity_checkpoint_reports_model_metrics_exactly_equal_to_the_input(
         eval_env, mlflow_server, brightener, tmp_path):
     data = messy_benchmark(tmp_path / "bench")

@@ -9,6 +9,7 @@ once; each test copies the versions it needs into a registered model of its own,
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,18 @@ def test_first_model_is_promoted_only_when_it_beats_the_input(registry, dim_data
     assert sorted(run.info.run_name for run in audit) == [f"promote {name} v{better}", f"refuse {name} v{identity}"]
     decision = json.loads(Path(tracked.download_artifacts(audit[0].info.run_id, "decision.json")).read_text())
     assert set(decision["table"]) == {"dim", "dimmer"} and decision["evaluations"]["challenger"]
+
+
+def test_the_gate_reads_a_benchmark_in_its_own_layout(registry, dim_data, promote_env, tracked, tmp_path):
+    """LOL's low/ and high/, made of the dim task's pairs: the brightener beats the input on low_light."""
+    for kind, folder in (("input", "low"), ("target", "high")):
+        shutil.copytree(Path(dim_data) / "dim" / kind, tmp_path / "LOL" / "eval15" / folder)
+    name, (better,) = registry(1.0)
+    dry = promote_cli(promote_env, "--model", f"models:/{name}/{better}", "--data", str(tmp_path / "LOL"),
+                      "--benchmark", "lol", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "PROMOTE" in dry.stdout and "| low_light |" in dry.stdout and "| dim |" not in dry.stdout
+    assert aliases(tracked, name) == {}
 
 
 def test_better_challenger_replaces_the_champion_and_a_worse_one_never_does(registry, dim_data, promote_env, tracked,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -36,7 +37,9 @@ def reference(degraded: np.ndarray, clean: np.ndarray) -> dict[str, float]:
         "psnr": peak_signal_noise_ratio(c, d, data_range=1),
         "ssim": structural_similarity(c, d, data_range=1, channel_axis=2),
         "psnr_y": peak_signal_noise_ratio(luma(c), luma(d), data_range=1),
-        "ssim_y": structural_similarity(luma(c), luma(d), data_range=1),
+        # BasicSR's SSIM: 11x11 Gaussian window (sigma 1.5, radius 3.5 sigma), population covariance
+        "ssim_y": structural_similarity(luma(c), luma(d), data_range=1, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False),
     }
 
 
@@ -141,3 +144,30 @@ def test_restoration_metrics_cap_the_psnr_of_identical_images_and_nothing_else(r
     assert metrics["ssim"].item() == pytest.approx(1.0, abs=1e-6)
     assert metrics["input_psnr"].item() == pytest.approx(reference(degraded, clean)["psnr"], abs=PSNR_TOLERANCE)
     assert all(math.isfinite(value) for values in metrics.values() for value in values.tolist())
+
+
+def basicsr_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM as BasicSR computes it on one 0-255 channel: OpenCV's 11x11 Gaussian (sigma 1.5) over valid windows."""
+    kernel = cv2.getGaussianKernel(11, 1.5)
+    window = kernel @ kernel.T
+    mean = lambda image: cv2.filter2D(image, -1, window)[5:-5, 5:-5]  # noqa: E731
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = mean(a), mean(b)
+    var_a, var_b, cov = mean(a * a) - mu_a**2, mean(b * b) - mu_b**2, mean(a * b) - mu_a * mu_b
+    return float((((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean())
+
+
+@pytest.mark.parametrize("pair", PAIRS[:3])
+def test_luma_ssim_is_basicsrs_gaussian_ssim(real_pairs, pair):
+    degraded, clean = real_pairs[pair]
+    expected = basicsr_ssim(luma(as_float(degraded)) * 255, luma(as_float(clean)) * 255)
+    ours = image_metrics(to_tensor(degraded), to_tensor(clean))["ssim_y"].item()
+    assert ours == pytest.approx(expected, abs=SSIM_TOLERANCE)
+    assert ssim(rgb_to_y(to_tensor(degraded)), rgb_to_y(to_tensor(clean))).item() != pytest.approx(expected, abs=1e-3)
+
+
+def test_gaussian_ssim_needs_an_11_pixel_side():
+    image = torch.rand(1, 1, 10, 40, generator=torch.Generator().manual_seed(0))
+    assert ssim(image, image).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="11x11"):
+        ssim(image, image, window="gaussian")

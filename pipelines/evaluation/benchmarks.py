@@ -12,8 +12,8 @@
   Inputs and targets pair by relative path without extension (``input/a/01.png`` with
   ``target/a/01.jpg``). ``<root>`` itself may hold ``input/`` and ``target/`` for a single task named
   after it. Unpaired, undecodable or differently sized files are skipped and reported by name;
-- a published benchmark in the layout it is downloaded in (``layout``: Rain100L, SOTS, GoPro, LOL,
-  CDD-11; see ``layouts``), paired by that benchmark's own naming rule;
+- a published benchmark in the layout it is downloaded in (``layout``: CBSD68, Rain100L, SOTS, GoPro, LOL,
+  CDD-11, WeatherBench; see ``layouts``), paired by that benchmark's own naming rule;
 - ``samples``: every five-task recipe on crops of the bundled sample photos that the quickstart
   holds out from training. Content-seeded, so the same code version gives the same bytes.
 
@@ -40,7 +40,7 @@ from .layouts import NO_INPUT, NO_TARGET
 INPUT_FOLDERS = ("input", "lq", "degraded")
 TARGET_FOLDERS = ("target", "gt", "clean")
 MAX_PIXELS = 100_000_000
-MIN_SIDE = 7  # SSIM's window
+MIN_SIDE = 16  # the protocols crop or pad to multiples of 16; BasicSR's SSIM needs 11
 
 # Skip reasons for paired folders (reported in report.json), besides layouts' NO_TARGET and NO_INPUT.
 SIZE_MISMATCH, SAME_NAME = "size_mismatch", "same_name_as_another"
@@ -78,6 +78,7 @@ class Benchmark:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     split: str | None = None
     version: str | None = None
+    layout: str | None = None  # the published benchmark a folder holds, in its own layout
 
     def cases(self, unit: dict[str, str]) -> Iterator[Case | Skip]:
         return _readers[self.kind](self, unit)
@@ -96,12 +97,14 @@ class Benchmark:
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "uri": self.uri, "label": self.label, "digest": self.digest, "split": self.split,
-                "version": self.version, "units": len(self.units), "skipped": self.skipped}
+                "version": self.version, "layout": self.layout, "units": len(self.units), "skipped": self.skipped}
 
 
-def open_benchmark(data: str, split: str = "test", layout: str | None = None) -> Benchmark:
+def open_benchmark(data: str, split: str = "test", layout: str | None = None,
+                   sigmas: tuple[int, ...] = layouts.SIGMAS) -> Benchmark:
     """The frozen set ``data`` names; see the module docstring. With ``layout`` (a name in
-    ``layouts.LAYOUTS``), ``data`` is a folder of that published benchmark in its own layout.
+    ``layouts.LAYOUTS``), ``data`` is a folder of that published benchmark in its own layout (``sigmas``:
+    CBSD68's noise levels).
 
     Raises:
         StorageError: ``data`` is unreadable or holds no benchmark.
@@ -109,7 +112,7 @@ def open_benchmark(data: str, split: str = "test", layout: str | None = None) ->
             ``layout``.
     """
     if layout is not None:
-        return _native(storage.absolute(data), layout)
+        return _native(storage.absolute(data), layout, sigmas)
     if data == sources.SAMPLES:
         return _samples()
     data = storage.absolute(data)  # Ray workers that read it have other working directories
@@ -179,28 +182,35 @@ def _paired_folders(root: str) -> Benchmark:
     return Benchmark("folder", root, root, digest, units, {k: v for k, v in skipped.items() if v})
 
 
-def _native(root: str, layout: str) -> Benchmark:
-    pairing = layouts.pair_layout(layout, root)
+def _native(root: str, layout: str, sigmas: tuple[int, ...]) -> Benchmark:
+    pairing = layouts.pair_layout(layout, root, sigmas)
     if not pairing.units:
         raise DataError(f"{root}: no {layout} pairs (unpaired: "
                         f"{', '.join(f'{len(v)} {k}' for k, v in pairing.skipped.items()) or 'none'})")
     listing = sorted((u["task"], u["stem"]) for u in pairing.units)
     digest = hashlib.sha256(json.dumps([layout, listing]).encode()).hexdigest()
-    return Benchmark("folder", root, f"{layout}:{root}", digest, pairing.units, pairing.skipped)
+    return Benchmark("folder", root, f"{layout}:{root}", digest, pairing.units, pairing.skipped, layout=layout)
 
 
 def _read_pair(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
-    images = []
+    images = {}
     for key in ("input", "target"):
+        if key not in unit:  # CBSD68: noised below
+            continue
         decoded = sources.decode(storage.read_bytes(unit[key]), max_pixels=MAX_PIXELS, min_side=MIN_SIDE)
         if decoded.image is None:
             yield Skip(decoded.skip_reason, storage.relative(unit[key], benchmark.uri))
             return
-        images.append(decoded.image)
-    if images[0].shape != images[1].shape:
-        yield Skip(SIZE_MISMATCH, storage.relative(unit["input"], benchmark.uri))
+        images[key] = decoded.image
+    clean = images["target"]
+    degraded = images["input"] if "input" in unit else layouts.test_noise(clean, int(unit["sigma"]), unit["stem"])
+    frame = int(unit.get("frame", 0))
+    if frame and clean.shape[:2] == (degraded.shape[0] + 2 * frame, degraded.shape[1] + 2 * frame):
+        clean = clean[frame:-frame, frame:-frame]  # SOTS indoor's white frame
+    if degraded.shape != clean.shape:
+        yield Skip(SIZE_MISMATCH, storage.relative(unit.get("input", unit["target"]), benchmark.uri))
         return
-    yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], images[0], images[1])
+    yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], degraded, clean)
 
 
 def _samples_config() -> synthesis.SynthesisConfig:

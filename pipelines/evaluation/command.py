@@ -21,8 +21,7 @@ def run(config: EvaluateConfig) -> int:
     """
     check_local_gpu(config.evaluation.use_gpu, config.evaluation.workers)
     out = config.out or Path("outputs/evaluations") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    report, run_id = reports.run(config.model, config.data, out, config.evaluation, config.split, config.log,
-                                 config.experiment, config.benchmark)
+    report, run_id = reports.run(config.model, config, out, config.log, config.experiment)
     print(reports.markdown(report), end="")
     print(f"report: {out / 'report.json'}" + (f"\nMLflow evaluation run: {run_id}" if run_id else ""))
     return 0

@@ -5,13 +5,18 @@ with its reference by the rule of benchmark ``name``:
 
 - ``rain100l``: PReNet's ``rain-NNN.png`` beside ``norain-NNN.png`` (in any one folder), or ``rain/`` and
   ``norain/`` folders, or PromptIR's ``input/`` and ``target/``; pairs by ``NNN``. Task ``rain``.
-- ``sots-outdoor``: RESIDE SOTS outdoor, ``hazy/NNNN_beta_A.ext`` against ``gt/`` (or ``clear/``)
-  ``NNNN.ext``; every hazy version of a scene is a pair. Task ``haze``.
+- ``cbsd68``: a folder of clean images (at the root, or under ``original_png/``), noised at each sigma
+  of ``sigmas`` when read (``test_noise``). One task per sigma: ``noise_15``, ``noise_25``, ``noise_50``.
+- ``sots-outdoor``, ``sots-indoor``: RESIDE SOTS, ``hazy/NNNN_beta_A.ext`` (indoor: ``NNNN_k.ext``) against
+  ``gt/`` (or ``clear/``) ``NNNN.ext``; every hazy version of a scene is a pair. Task ``haze``. Indoor's
+  clear images carry a 10-pixel white frame that the hazy ones lack; it is cropped off when read.
 - ``gopro``: the GoPro test set, ``<scene>/blur/`` against ``<scene>/sharp/``, or ``input/`` and
   ``target/``. Task ``blur``.
 - ``lol``: LOL v1, ``low/`` against ``high/``, at the root or under ``eval15/``. Task ``low_light``.
 - ``cdd11``: OneRestore's CDD-11 test set: each class folder present (``haze``, ``low_haze_rain``, ...) against
   ``clear/``, by file name. One task per class.
+- ``weatherbench``: CPLIR's WeatherBench test set, ``<task>/input/`` against ``<task>/target/`` for each of
+  ``rain``, ``haze`` and ``snow`` present.
 
 Pairing is by names only; images are decoded when scored. A degraded image without a reference (or the
 reverse) is skipped and reported by name. A root that has none of the layout's folders or names is one
@@ -21,8 +26,13 @@ error naming what was expected and what is there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Callable
+
+import numpy as np
+
+from degradation_synth import rng_for
 
 from ..core import storage
 from ..core.errors import DataError
@@ -30,6 +40,11 @@ from ..data import sources
 
 # Skip reasons, as in report.json: a degraded image without its reference, and the reverse.
 NO_TARGET, NO_INPUT = "no_target", "no_input"
+
+SIGMAS = (15, 25, 50)  # CBSD68's noise levels in the literature's tables
+TEST_NOISE_SEED = 0  # as PromptIR's test.py
+SOTS_INDOOR_FRAME = 10  # pixels of white frame on each side of SOTS indoor's clear images
+WEATHERBENCH_TASKS = ("rain", "haze", "snow")
 
 CDD11_CLASSES = ("haze", "haze_rain", "haze_snow", "low", "low_haze", "low_haze_rain", "low_haze_snow",
                  "low_rain", "low_snow", "rain", "snow")
@@ -115,7 +130,27 @@ def _rain100l(files: _Files) -> Pairing:
     raise _expected("rain100l", files, "rain-NNN.png beside norain-NNN.png, rain/ and norain/, or input/ and target/")
 
 
-def _sots(files: _Files) -> Pairing:
+def test_noise(clean: np.ndarray, sigma: int, name: str) -> np.ndarray:
+    """PromptIR's test noise: ``clip(clean + sigma * N(0, 1), 0, 255)`` truncated to uint8, as its test set
+    does. Its draws come from numpy's global state in file order; ours from a generator seeded by
+    (``TEST_NOISE_SEED``, sigma, image name), so any subset or order of images gets the same noise."""
+    noise = rng_for(TEST_NOISE_SEED, "cbsd68", sigma, name).standard_normal(clean.shape)
+    return np.clip(clean + noise * sigma, 0, 255).astype(np.uint8)
+
+
+def _cbsd68(files: _Files, sigmas: tuple[int, ...]) -> Pairing:
+    clean = next((files.under(folder) for folder in (PurePosixPath("."), PurePosixPath("original_png"))
+                  if files.has_folder(folder)), None)
+    if not clean:
+        raise _expected("cbsd68", files, "clean images at the root or under original_png/")
+    pairing = Pairing()
+    for sigma in sigmas:
+        pairing.units += [{"task": f"noise_{sigma}", "stem": stem, "target": files.uri(path), "sigma": str(sigma)}
+                          for stem, path in sorted(clean.items())]
+    return pairing
+
+
+def _sots(files: _Files, frame: int = 0) -> Pairing:
     root = PurePosixPath(".")
     clean = next((root / name for name in ("gt", "clear", "GT") if files.has_folder(root / name)), None)
     if not files.has_folder(root / "hazy") or clean is None:
@@ -127,8 +162,8 @@ def _sots(files: _Files) -> Pairing:
         scene = stem.split("_", 1)[0]
         if scene in targets:
             used.add(scene)
-            pairing.units.append({"task": "haze", "stem": stem, "input": files.uri(path),
-                                  "target": files.uri(targets[scene])})
+            unit = {"task": "haze", "stem": stem, "input": files.uri(path), "target": files.uri(targets[scene])}
+            pairing.units.append(unit | ({"frame": str(frame)} if frame else {}))
         else:
             pairing.skipped.setdefault(NO_TARGET, []).append(str(path))
     for scene in sorted(set(targets) - used):
@@ -173,12 +208,25 @@ def _cdd11(files: _Files) -> Pairing:
     return pairing
 
 
-LAYOUTS: dict[str, Callable[[_Files], Pairing]] = {
-    "rain100l": _rain100l, "sots-outdoor": _sots, "gopro": _gopro, "lol": _lol, "cdd11": _cdd11}
+def _weatherbench(files: _Files) -> Pairing:
+    tasks = [task for task in WEATHERBENCH_TASKS if _input_target(files, PurePosixPath(task))]
+    if not tasks:
+        raise _expected("weatherbench", files, "rain/, haze/ or snow/, each with input/ and target/")
+    pairing = Pairing()
+    for task in tasks:
+        _match(pairing, files, task, *_input_target(files, PurePosixPath(task)))
+    return pairing
 
 
-def pair_layout(name: str, root: str) -> Pairing:
-    """Pair the benchmark ``name`` found under ``root``; see the module docstring.
+LAYOUTS: dict[str, Callable[..., Pairing]] = {
+    "cbsd68": _cbsd68, "rain100l": _rain100l, "sots-outdoor": _sots,
+    "sots-indoor": partial(_sots, frame=SOTS_INDOOR_FRAME), "gopro": _gopro, "lol": _lol, "cdd11": _cdd11,
+    "weatherbench": _weatherbench}
+
+
+def pair_layout(name: str, root: str, sigmas: tuple[int, ...] = SIGMAS) -> Pairing:
+    """Pair the benchmark ``name`` found under ``root`` (``sigmas``: CBSD68's noise levels); see the module
+    docstring.
 
     Raises:
         StorageError: ``root`` cannot be read.
@@ -186,4 +234,5 @@ def pair_layout(name: str, root: str) -> Pairing:
     """
     if name not in LAYOUTS:
         raise DataError(f"unknown benchmark layout {name!r}; known: {', '.join(LAYOUTS)}")
-    return LAYOUTS[name](_Files(root))
+    files = _Files(root)
+    return _cbsd68(files, tuple(sigmas)) if name == "cbsd68" else LAYOUTS[name](files)

@@ -1,6 +1,6 @@
 """Evaluation reports: the files under ``--out``, the worst/best grid, and the MLflow evaluation run.
 
-    report, run_id = run(reference, data, out, EvalSettings())    # evaluate, write, log
+    report, run_id = run(reference, BenchmarkChoice(data=...), out)    # evaluate, write, log
     write_report(report, out)                                     # report.json, .md, cases.jsonl, grid.png
     log_evaluation(report, files, tracking_uri)                   # an MLflow evaluation run
 """
@@ -19,16 +19,20 @@ import cpl_model
 
 from ..core import grid as sheets
 from ..core import references, storage, tracking
-from . import benchmarks
+from . import benchmarks, protocols, suites
 from .benchmarks import Benchmark, Case
-from .config import EXPERIMENT, EvalSettings
+from .config import EXPERIMENT, BenchmarkChoice, EvalSettings
 from .scoring import evaluate
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: input -> model, per task, recipe and overall."""
-    lines = [f"# Evaluation of {references.ModelRef(**report['model']).label} on {report['data']['label']}", "",
-             "| task | pairs | input PSNR | PSNR | gain | input SSIM | SSIM | input PSNR-Y | PSNR-Y | SSIM-Y |",
+    """The report as Markdown: a suite's paper table first; then input -> model, per task, recipe and overall,
+    and the protocol."""
+    label = references.ModelRef(**report["model"]).label
+    lines = [f"# Evaluation of {label} on {report['data']['label']}", ""]
+    if "table" in report:
+        lines += [suites.table_markdown(report["table"], label), "## Per task", ""]
+    lines += ["| task | pairs | input PSNR | PSNR | gain | input SSIM | SSIM | input PSNR-Y | PSNR-Y | SSIM-Y |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     groups = list(report["tasks"].items()) + [(f"{k} (recipe)", v) for k, v in report["recipes"].items()]
     for name, s in groups + [("**all**", report["all"])]:
@@ -38,6 +42,11 @@ def markdown(report: dict[str, Any]) -> str:
     skipped = report["data"]["skipped"]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{reason}: {', '.join(ids)}" for reason, ids in skipped.items())]
+    protocols_used = report["protocol"].get("benchmarks", {"": report["protocol"]})
+    for name, protocol in protocols_used.items():
+        lines += ["", f"Protocol{' of ' + name if name else ''}: {protocol['name']}: {protocol['geometry']}; "
+                  f"{protocol['inference']}; output {protocol['output']}; PSNR/SSIM {protocol['psnr/ssim']}; "
+                  f"PSNR-Y/SSIM-Y {protocol['psnr_y/ssim_y']}; the paper reports {' and '.join(protocol['headline'])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -56,11 +65,12 @@ def grid(model: torch.nn.Module, benchmark: Benchmark, report: dict[str, Any], s
         if len(found) == len(ranks):
             break
     scores = {row["id"]: row for row in report["cases"]}
+    protocol = protocols.PROTOCOLS[settings.protocol]
     rows = []
     for case_id, places in ranks.items():
-        case, score = found[case_id], scores[case_id]
+        case, score = protocols.fit(found[case_id], protocol), scores[case_id]
         with torch.inference_mode():
-            restored = cpl_model.restore(model, cpl_model.to_tensor(case.degraded), tile=settings.tile)
+            restored = protocols.restore(model, cpl_model.to_tensor(case.degraded), protocol, settings.tile)
         rows.append(sheets.restoration_row(f"{', '.join(places)}: {case_id} ({case.task})", case.degraded,
                                            cpl_model.to_uint8(restored)[0], case.clean, score["input_psnr"],
                                            score["psnr"]))
@@ -105,33 +115,59 @@ def log_evaluation(report: dict[str, Any], files: dict[str, Path], tracking_uri:
     experiment_id = tracking.ensure_experiment(tracking_uri, experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval {ref.label} on {data['label']}",
                           tags=tags) as run:
-        mlflow.log_params({"data": data["label"], "split": data["split"] or "", "tile": report["protocol"]["tile"]})
+        mlflow.log_params({"data": data["label"], "split": data["split"] or "", "tile": report["protocol"]["tile"],
+                           "protocol": report["protocol"]["name"]})
         mlflow.log_metrics(metrics, model_id=ref.model_id)
-        for path in files.values():
-            mlflow.log_artifact(str(path))
+        for name, path in files.items():  # "<benchmark>/report.md" for a suite's parts
+            folder = str(Path(name).parent)
+            mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
     return run.info.run_id
 
 
-def run(reference: str, data: str, out: Path, settings: EvalSettings, split: str = "test", log: bool = True,
-        experiment: str = EXPERIMENT, layout: str | None = None) -> tuple[dict[str, Any], str | None]:
-    """Evaluate ``reference`` on ``data`` (in benchmark ``layout``'s own layout when given): the report written
-    under ``out`` and, with ``log``, an MLflow evaluation run. Returns ``(report, evaluation run id or None)``.
+def run(reference: str, choice: BenchmarkChoice, out: Path, log: bool = True,
+        experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
+    """Evaluate ``reference`` on the benchmark or suite ``choice`` names: the report written under ``out`` and,
+    with ``log``, an MLflow evaluation run. Returns ``(report, evaluation run id or None)``.
 
     Raises:
-        TrackingUnreachable, ModelNotFound, StorageError, DataError: naming the URI, reference or file at fault.
+        TrackingUnreachable, ModelNotFound, StorageError, DataError, ConfigError: naming the URI, reference,
+            file or key at fault.
     """
     uri = tracking.resolve_tracking_uri()
     if log or references.is_mlflow(reference):
         tracking.check_reachable(uri)
     ref = references.resolve(reference, uri)
-    return evaluate_and_record(ref, benchmarks.open_benchmark(data, split, layout), settings, uri, out, log, experiment)
+    return evaluate_and_record(ref, open_target(choice), choice.evaluation, uri, out, log, experiment)
 
 
-def evaluate_and_record(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSettings, tracking_uri: str,
-                        out: Path, log: bool = True, experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
-    """``evaluate``, then the report and grid under ``out`` and, with ``log``, the MLflow evaluation run."""
+def open_target(choice: BenchmarkChoice) -> Benchmark | suites.OpenSuite:
+    """The benchmark, or the suite of benchmarks, that ``choice`` names, paired once."""
+    if choice.suite is not None:
+        return suites.open_suite(choice.suite, choice.roots)
+    return benchmarks.open_benchmark(choice.data, choice.split, choice.benchmark, tuple(choice.sigma))
+
+
+def evaluate_and_record(ref: references.ModelRef, target: Benchmark | suites.OpenSuite, settings: EvalSettings,
+                        tracking_uri: str, out: Path, log: bool = True,
+                        experiment: str = EXPERIMENT) -> tuple[dict[str, Any], str | None]:
+    """``evaluate``, then the report and grid under ``out`` (a suite: each benchmark's under
+    ``out/<benchmark>``, the joined report beside them) and, with ``log``, the MLflow evaluation run."""
     model = references.load(ref, tracking_uri)
-    report = evaluate(ref, benchmark, settings, tracking_uri, model)
-    files = write_report(report, out, grid(model.to("cpu"), benchmark, report, settings))
+    if isinstance(target, suites.OpenSuite):
+        parts, files = {}, {}
+        for name, benchmark in target.benchmarks.items():
+            parts[name], written = _evaluate_and_write(ref, model, benchmark, settings, tracking_uri, out / name)
+            files |= {f"{name}/{key}": path for key, path in written.items()}
+        report = suites.join_reports(ref, target, parts, settings.grid_cases)
+        files |= write_report(report, out)
+    else:
+        report, files = _evaluate_and_write(ref, model, target, settings, tracking_uri, out)
     run_id = log_evaluation(report, files, tracking_uri, experiment) if log else None
     return report, run_id
+
+
+def _evaluate_and_write(ref, model, benchmark: Benchmark, settings: EvalSettings, tracking_uri: str,
+                        out: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    settings = settings.resolved(benchmark.layout)
+    report = evaluate(ref, benchmark, settings, tracking_uri, model)
+    return report, write_report(report, out, grid(model.to("cpu"), benchmark, report, settings))

@@ -3,10 +3,11 @@ per task and recipe.
 
     report = evaluate(ref, benchmark, EvalSettings(), tracking_uri)      # scores + summary
 
-Every pair is restored with ``cpl_model.restore`` (tiled above ``tile`` pixels) and scored with
-``cpl_model.restoration_metrics``, as in training validation: PSNR and SSIM on RGB in [0, 1] (PromptIR /
-AdaIR protocol) and on the BT.601 luma channel (BasicSR protocol, the one deraining benchmarks report),
-PSNR capped at ``cpl_model.PSNR_CAP``. Pairs of equal size are batched. With ``workers`` > 0 the
+Every pair is fitted, restored and quantized as its protocol says (``protocols``; tiled above ``tile``
+pixels, whole when ``tile`` is None) and scored with ``cpl_model.restoration_metrics``, as in training
+validation: PSNR and SSIM on RGB in [0, 1] (PromptIR / AdaIR) and on the BT.601 luma channel (BasicSR,
+as CPLIR and the deraining papers report), PSNR capped at ``cpl_model.PSNR_CAP``. ``evaluate`` resolves the
+settings' tile and protocol for the benchmark (``EvalSettings.resolved``). Pairs of equal size are batched. With ``workers`` > 0 the
 benchmark's units are spread over Ray actors, each holding the model once; the rows, and so the report,
 are the same either way.
 """
@@ -27,7 +28,7 @@ from cpl_model import METRICS
 from ..core import console, provenance, references
 from ..core.errors import DataError
 from ..core.runtime import map_with_actors
-from . import benchmarks
+from . import benchmarks, protocols
 from .benchmarks import Benchmark, Case, Skip
 from .config import EvalSettings
 
@@ -35,11 +36,13 @@ from .config import EvalSettings
 def score(model: torch.nn.Module, items: Iterable[Case | Skip], settings: EvalSettings,
           device: str = "cpu") -> Iterator[dict[str, Any]]:
     """One row per pair (``id``, ``task``, ``recipe``, size, model and ``input_`` metrics) or per skip."""
+    protocol = protocols.PROTOCOLS[settings.protocol]
     pending: list[Case] = []
     for item in items:
         if isinstance(item, Skip):
             yield {"skip": item.reason, "id": item.id}
             continue
+        item = protocols.fit(item, protocol)
         if pending and (item.degraded.shape != pending[0].degraded.shape or len(pending) == settings.batch_size):
             yield from _score_batch(model, pending, settings, device)
             pending = []
@@ -52,7 +55,7 @@ def _score_batch(model, cases: list[Case], settings: EvalSettings, device: str) 
     degraded = cpl_model.to_tensor([c.degraded for c in cases], device)
     clean = cpl_model.to_tensor([c.clean for c in cases], device)
     with torch.inference_mode():
-        restored = cpl_model.restore(model, degraded, tile=settings.tile)
+        restored = protocols.restore(model, degraded, protocols.PROTOCOLS[settings.protocol], settings.tile)
     scores = cpl_model.restoration_metrics(restored, degraded, clean)
     for i, case in enumerate(cases):
         row = {"id": case.id, "task": case.task, "recipe": case.recipe, "height": case.degraded.shape[0],
@@ -65,6 +68,7 @@ def evaluate(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSetti
     """Score every pair of ``benchmark`` with the model ``ref`` names (``model``, when already loaded);
     returns the report (see ``summarize``)."""
     started = time.monotonic()
+    settings = settings.resolved(benchmark.layout)
     if settings.workers > 0:
         rows = _score_with_ray(ref, benchmark, settings, tracking_uri)
     else:
@@ -109,7 +113,8 @@ def _skips(benchmark: Benchmark, rows: list[dict[str, Any]]) -> dict[str, list[s
     return {reason: sorted(ids) for reason, ids in sorted(skipped.items())}
 
 
-def _means(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def means(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of every metric over ``rows``, for the model and its input, and the PSNR gain."""
     summary = {"count": len(rows)}
     for prefix, key in (("model", ""), ("input", "input_")):
         summary[prefix] = {name: float(np.mean([row[key + name] for row in rows])) for name in METRICS}
@@ -133,12 +138,10 @@ def summarize(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSett
     return {
         "model": ref.as_dict(),
         "data": benchmark.describe() | {"skipped": _skips(benchmark, rows)},
-        "protocol": {"psnr/ssim": "RGB in [0, 1], data_range 1, scikit-image SSIM (7x7, sample covariance)",
-                     "psnr_y/ssim_y": "BT.601 luma (16-235), same SSIM", "psnr_cap_db": cpl_model.PSNR_CAP,
-                     "tile": settings.tile},
-        "tasks": {task: _means(group) for task, group in sorted(by_task.items())},
-        "recipes": {recipe: _means(group) for recipe, group in sorted(by_recipe.items()) if recipe not in by_task},
-        "all": _means(scored),
+        "protocol": protocols.PROTOCOLS[settings.protocol].describe(settings.tile),
+        "tasks": {task: means(group) for task, group in sorted(by_task.items())},
+        "recipes": {recipe: means(group) for recipe, group in sorted(by_recipe.items()) if recipe not in by_task},
+        "all": means(scored),
         "worst": [row["id"] for row in ranked[:shown]],
         "best": [row["id"] for row in ranked[::-1][:shown]],
         "seconds": round(seconds, 2),

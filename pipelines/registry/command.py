@@ -33,8 +33,7 @@ def run(config: PromoteConfig, dry_run: bool = False) -> int:
                   f"previous-champion: {record['previous_champion'] or 'none'}")
             return PROMOTED
         check_local_gpu(config.evaluation.use_gpu, config.evaluation.workers)
-        decision = promotion.propose(config.model, config.data, config.gate, config.evaluation, out, config.split,
-                                     config.benchmark)
+        decision = promotion.propose(config.model, config, config.gate, out)
         print(decision.markdown(), end="")
         if dry_run:
             print("dry run: the registry is unchanged")

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from ..core.config import Frozen
 from ..core.tracking import resolve_tracking_uri
-from ..evaluation.config import EvalSettings, Layout, Split
+from ..evaluation.config import BenchmarkChoice
 
 HELP = """\
 Promote a registered model version to `champion` if it beats the current one; or roll back.
@@ -34,19 +34,15 @@ class Gate(Frozen):
     tolerance_db: float = Field(0.10, ge=0)  # and no task may lose more than this
 
 
-class PromoteConfig(Frozen):
+class PromoteConfig(BenchmarkChoice):
     """``promote.py``: a challenger to gate (``model``) or a rollback of ``name``."""
 
     model: str | None = None  # models:/<name>/<version> or models:/<name>@<alias>
     rollback: bool = False  # make previous-champion the champion again
     name: str = "cpl-restore"  # the registered model a rollback acts on
     reason: str = ""  # recorded with a rollback
-    data: str = "samples"  # the frozen benchmark both models are evaluated on
-    split: Split = "test"
-    benchmark: Layout | None = None  # data is a folder of this published benchmark, in its own layout
     out: Path | None = None  # the reports and decision; None: a temporary folder
     gate: Gate = Gate()
-    evaluation: EvalSettings = EvalSettings()
 
     @model_validator(mode="after")
     def _one_action(self) -> "PromoteConfig":
@@ -62,3 +58,4 @@ def plan(config: PromoteConfig, options: Any = None) -> dict[str, Any]:
     action = f"roll back {config.name}" if config.rollback else f"gate {config.model} against the champion"
     return {"plan": {"action": action, "tracking_uri": resolve_tracking_uri(),
                      "registry": "unchanged (dry run)" if options is not None and options.dry_run else "updated"}}
+

@@ -1,6 +1,6 @@
 """Gated promotion in the MLflow registry, rollback, and the audit trail MLflow does not keep.
 
-    decision = propose(challenger, data, gate)     # evaluate challenger and champion on one frozen set
+    decision = propose(challenger, choice, gate, out)   # evaluate challenger and champion on one frozen set
     apply(decision)                                # move the aliases, if the gate passed
     rollback(name, reason)                         # previous-champion becomes champion again
 
@@ -30,9 +30,8 @@ from typing import Any
 
 from ..core import references, tracking
 from ..core.errors import DataError
-from ..evaluation import benchmarks
-from ..evaluation.config import EvalSettings
-from ..evaluation.reports import evaluate_and_record
+from ..evaluation.config import BenchmarkChoice
+from ..evaluation.reports import evaluate_and_record, open_target
 from .config import Gate
 from .lock import PromotionError, registry_lock, who
 
@@ -116,10 +115,9 @@ def alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: Path,
-            split: str = "test", layout: str | None = None) -> Decision:
-    """Evaluate the challenger ``reference`` (a registered version) and the current champion on ``data`` (in
-    benchmark ``layout``'s own layout when given).
+def propose(reference: str, choice: BenchmarkChoice, gate: Gate, out: Path) -> Decision:
+    """Evaluate the challenger ``reference`` (a registered version) and the current champion on the benchmark
+    or suite ``choice`` names.
 
     Raises:
         ModelNotFound, StorageError, DataError, PromotionError: naming what is wrong; nothing has changed.
@@ -134,16 +132,16 @@ def propose(reference: str, data: str, gate: Gate, settings: EvalSettings, out: 
     champion_version = alias_version(client, challenger.name, CHAMPION)
     if champion_version == challenger.version:
         raise PromotionError(f"{challenger.name} v{challenger.version} is already {CHAMPION}")
-    benchmark = benchmarks.open_benchmark(data, split, layout)  # opened once: both models see the same pairs
+    target = open_target(choice)  # opened once: both models see the same pairs
     refs = {"challenger": challenger}
     if champion_version:
         refs["champion"] = references.resolve(f"models:/{challenger.name}/{champion_version}", uri)
     reports, runs = {}, {}
     for role, ref in refs.items():
-        reports[role], runs[role] = evaluate_and_record(ref, benchmark, settings, uri, out / role)
+        reports[role], runs[role] = evaluate_and_record(ref, target, choice.evaluation, uri, out / role)
     promote, reason, table, mean_gain = judge(reports["challenger"], reports.get("champion"), gate)
     return Decision(promote, reason, challenger.name, challenger.version, champion_version, gate, table, mean_gain,
-                    benchmark.describe(), runs)
+                    target.describe(), runs)
 
 
 def apply(decision: Decision, out: Path) -> None:

@@ -580,13 +580,19 @@ def promotion_tags(client, name: str, version: str) -> dict[str, str]:
     return {key.removeprefix(promotion.TAG): value for key, value in found.items() if key.startswith(promotion.TAG)}
 
 
+def quick_choice(data: str):
+    """Benchmark ``data``, scored with one grid case (the promotion tests' setting)."""
+    from pipelines.evaluation.config import BenchmarkChoice, EvalSettings
+
+    return BenchmarkChoice(data=data, evaluation=EvalSettings(grid_cases=1))
+
+
 def promote(name: str, version: str, data: str, tmp_path: Path, gate=None):
     """Propose and apply the promotion of ``name`` v``version`` in process (the gate's defaults unless ``gate``)."""
-    from pipelines.evaluation.config import EvalSettings
     from pipelines.registry import promotion
     from pipelines.registry.config import Gate
 
-    decision = promotion.propose(f"models:/{name}/{version}", data, gate or Gate(), EvalSettings(grid_cases=1),
+    decision = promotion.propose(f"models:/{name}/{version}", quick_choice(data), gate or Gate(),
                                  tmp_path / uuid.uuid4().hex)
     promotion.apply(decision, tmp_path / uuid.uuid4().hex)
     return decision

@@ -27,7 +27,7 @@ from pipelines.core import provenance, references, storage
 from pipelines.data import sources
 from pipelines.evaluation import benchmarks, reports, scoring
 from pipelines.evaluation.benchmarks import Case, Skip
-from pipelines.evaluation.config import EvalSettings
+from pipelines.evaluation.config import BenchmarkChoice, EvalSettings
 
 from .conftest import REPO_ROOT, photo_halves, save_model, scaled_model, unique, write_dim_benchmark
 
@@ -308,7 +308,7 @@ def test_a_published_dataset_test_split_is_scored_per_task_with_the_manifest_cou
                                                                                       tmp_path):
     published = request.getfixturevalue(which)
     manifest = published.manifest
-    report, run_id = reports.run(str(checkpoint), published.uri, tmp_path / "out", EvalSettings(),
+    report, run_id = reports.run(str(checkpoint), BenchmarkChoice(data=published.uri), tmp_path / "out",
                                     log=False)
     assert run_id is None
     per_task, per_recipe = expected_groups(manifest, "test")
@@ -317,7 +317,7 @@ def test_a_published_dataset_test_split_is_scored_per_task_with_the_manifest_cou
     assert report["all"]["count"] == sum(manifest["counts"]["test"].values())
     assert report["data"] | {"digest": None} == {
         "kind": "dataset", "uri": published.uri, "label": f"{published.uri}@{manifest['version']}:test",
-        "digest": None, "split": "test", "version": manifest["version"], "units": sum(
+        "digest": None, "split": "test", "version": manifest["version"], "layout": None, "units": sum(
             shard["split"] == "test" for shard in manifest["shards"]), "skipped": {}}
     assert sorted(row["id"] for row in report["cases"]) == shard_sample_ids(published, "test")
     assert report["all"]["model"] == report["all"]["input"]  # the identity
@@ -490,7 +490,7 @@ def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brighte
     write_rgb(data / "Rain100L (heavy)" / "input" / "0.png", (photo * 0.5).astype(np.uint8))
     write_rgb(data / "Rain100L (heavy)" / "target" / "0.png", photo)
     checkpoint = save_model(tmp_path / "checkpoint", brightener, 1.0)
-    report, run_id = reports.run(str(checkpoint), str(data), tmp_path / "out", EvalSettings(), log=True,
+    report, run_id = reports.run(str(checkpoint), BenchmarkChoice(data=str(data)), tmp_path / "out", log=True,
                                     experiment=unique("names"))
     assert list(report["tasks"]) == ["Rain100L (heavy)"]
     logged = MlflowClient(mlflow_server).get_run(run_id).data.metrics

@@ -18,11 +18,10 @@ import pytest
 
 import cpl_model
 from pipelines.core import storage
-from pipelines.evaluation.config import EvalSettings
 from pipelines.registry import promotion
 from pipelines.registry.config import Gate
 
-from .conftest import REPO_ROOT, aliases, free_port, promote, promotion_tags
+from .conftest import REPO_ROOT, aliases, free_port, promote, promotion_tags, quick_choice
 
 pytestmark = pytest.mark.slow
 
@@ -63,8 +62,9 @@ def test_first_model_is_promoted_only_when_it_beats_the_input(registry, dim_data
     assert set(decision["table"]) == {"dim", "dimmer"} and decision["evaluations"]["challenger"]
 
 
-def test_the_gate_reads_a_benchmark_in_its_own_layout(registry, dim_data, promote_env, tracked, tmp_path):
-    """LOL's low/ and high/, made of the dim task's pairs: the brightener beats the input on low_light."""
+def test_the_gate_reads_a_benchmark_in_its_own_layout_and_a_suite(registry, dim_data, promote_env, tracked, tmp_path):
+    """LOL's low/ and high/, made of the dim task's pairs: the brightener beats the input on low_light, alone
+    and as the one column of a suite."""
     for kind, folder in (("input", "low"), ("target", "high")):
         shutil.copytree(Path(dim_data) / "dim" / kind, tmp_path / "LOL" / "eval15" / folder)
     name, (better,) = registry(1.0)
@@ -72,6 +72,12 @@ def test_the_gate_reads_a_benchmark_in_its_own_layout(registry, dim_data, promot
                       "--benchmark", "lol", "--dry-run")
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "PROMOTE" in dry.stdout and "| low_light |" in dry.stdout and "| dim |" not in dry.stdout
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"title: Low light\nroots: {{lol: {tmp_path / 'LOL'}}}\n"
+                     "columns:\n  - {label: LOL, benchmark: lol, task: low_light}\n")
+    dry = promote_cli(promote_env, "--model", f"models:/{name}/{better}", "--suite", str(suite), "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "PROMOTE" in dry.stdout and "| lol/low_light |" in dry.stdout and "on suite suite:" in dry.stdout
     assert aliases(tracked, name) == {}
 
 
@@ -159,8 +165,8 @@ def test_errors_name_what_is_wrong(registry, dim_data, promote_env, tracked, tmp
 
     cpl_model.save_checkpoint(cpl_model.build_model("tiny"), tmp_path / "model.pt")
     with pytest.raises(promotion.PromotionError, match="only a registered model version"):
-        promotion.propose(str(tmp_path), dim_data, Gate(), EvalSettings(grid_cases=1), tmp_path / "out")
+        promotion.propose(str(tmp_path), quick_choice(dim_data), Gate(), tmp_path / "out")
     with pytest.raises(storage.StorageError, match="nowhere"):
-        promotion.propose(f"models:/{name}/{version}", str(tmp_path / "nowhere"), Gate(), EvalSettings(grid_cases=1),
+        promotion.propose(f"models:/{name}/{version}", quick_choice(str(tmp_path / "nowhere")), Gate(),
                           tmp_path / "out")
     assert aliases(tracked, name) == {}

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.evaluation.config import EvalSettings
 from pipelines.registry import promotion
 from pipelines.registry.config import Gate
 
-from ..conftest import aliases, promote, promotion_tags
+from ..conftest import aliases, promote, promotion_tags, quick_choice
 
 
 def test_judge_first_model_needs_a_gain_on_every_task():
@@ -58,8 +57,8 @@ def test_a_margin_the_challenger_cannot_reach_refuses_it(registry, dim_data, tra
 def test_a_champion_that_moved_during_evaluation_is_not_replaced(registry, dim_data, tracked, tmp_path):
     name, (champion, one, other) = registry(0.5, 1.0, 1.0)
     promote(name, champion, dim_data, tmp_path)
-    first = promotion.propose(f"models:/{name}/{one}", dim_data, Gate(), EvalSettings(grid_cases=1), tmp_path / "a")
-    second = promotion.propose(f"models:/{name}/{other}", dim_data, Gate(), EvalSettings(grid_cases=1), tmp_path / "b")
+    first = promotion.propose(f"models:/{name}/{one}", quick_choice(dim_data), Gate(), tmp_path / "a")
+    second = promotion.propose(f"models:/{name}/{other}", quick_choice(dim_data), Gate(), tmp_path / "b")
     assert first.promote and second.promote and first.champion == second.champion == champion
 
     promotion.apply(first, tmp_path / "a")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,17 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
         return torch.load(Path(path), map_location=map_location, weights_only=True)
     # A few bytes that are not a torch file fail inside the unpickler: struct.error, IndexError, KeyError.
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, struct.error, LookupError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        # torch's refusal of a pickled object starts with paragraphs of advice; the object's name is below.
+        refused = _REFUSED_GLOBAL.search(text)
+        if refused:
+            reason = f"it pickles {refused.group(1)}, code that weights-only loading refuses to run"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
         raise ValueError(f"cannot load {path} as a weights-only torch file: {reason}") from None
+
+
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 def save_checkpoint(model: CPLNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

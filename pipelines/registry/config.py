@@ -1,10 +1,10 @@
-"""What a promotion runs with: the gate, and the config of ``promote.py``, validated before torch or MLflow
-load."""
+"""What a promotion runs with: the gate, and the config of ``promote.py``; and the config of
+``import_weights.py``. Both are validated before torch or MLflow load."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -59,3 +59,41 @@ def plan(config: PromoteConfig, options: Any = None) -> dict[str, Any]:
     return {"plan": {"action": action, "tracking_uri": resolve_tracking_uri(),
                      "registry": "unchanged (dry run)" if options is not None and options.dry_run else "updated"}}
 
+
+IMPORT_HELP = """\
+Register a published checkpoint as a version of a cpl-restore model, the way training registers one.
+
+--format promptir: PromptIR's PyTorch Lightning checkpoint (va1shn9v/PromptIR, its model.ckpt); the
+network under `state_dict` with keys `net.*`. It becomes our network with dense prompts.
+--format cplir: CPLIR's BasicSR checkpoint (Aitical/CPLIR, SparsePromptIR); `params_ema` when present,
+else `params` (--param-key picks one). It becomes our network with sparse prompts (top-1).
+
+The file is read with torch.load(weights_only=True), local or s3://, and must fit our network key by key
+and shape by shape; the first mismatch is named in one line and nothing is registered. The version gets
+the pyfunc, the weights and a model card naming the source, its license and the key mapping.
+Tracking: MLFLOW_TRACKING_URI, else outputs/mlflow.db.
+"""
+
+WeightsFormat = Literal["promptir", "cplir"]
+
+
+class ImportConfig(Frozen):
+    """``import_weights.py``: which published checkpoint, in which authors' format, registered under which name."""
+
+    format: WeightsFormat
+    checkpoint: str  # a local path or s3:// URI
+    name: str = "cpl-restore"  # the registered model that gets the new version
+    param_key: Literal["auto", "params", "params_ema"] = "auto"  # cplir: auto is params_ema when present
+    experiment: str = "cpl-imports"  # the MLflow experiment of the import run
+
+    @model_validator(mode="after")
+    def _param_key_is_basicsr_s(self) -> "ImportConfig":
+        if self.param_key != "auto" and self.format != "cplir":
+            raise ValueError(f"param_key (--param-key) is a BasicSR entry; a {self.format} checkpoint has none")
+        return self
+
+
+def import_plan(config: ImportConfig, options: Any = None) -> dict[str, Any]:
+    """What ``--dry-run`` shows beside the config: what the checkpoint becomes, and where it is registered."""
+    network = "dense prompts (PromptIR)" if config.format == "promptir" else "sparse prompts, top-1 (CPLIR's SPM)"
+    return {"plan": {"network": network, "registered_model": config.name, "tracking_uri": resolve_tracking_uri()}}

@@ -1,4 +1,5 @@
-"""Logging a trained model into its MLflow run and registering it: weights, pyfunc, card, config, grid."""
+"""Logging a trained or imported model into its MLflow run and registering it: weights, pyfunc, card, config,
+grid."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ CPL_MODEL_CODE = Path(cpl_model.__file__).parent
 
 
 def log_and_register(model: torch.nn.Module, run_id: str, uri: str, *, config: dict[str, Any], card: str,
-                     grid: np.ndarray, example: np.ndarray, step: int,
+                     grid: np.ndarray | None, example: np.ndarray, step: int,
                      model_name: str | None) -> tuple[str, str | None]:
-    """Log ``config`` (as config.yaml), the model ``card``, the validation ``grid`` (RGB uint8) and the
-    pyfunc model into run ``run_id``; register it as a new version of ``model_name`` unless that is None.
+    """Log ``config`` (as config.yaml), the model ``card``, the validation ``grid`` (RGB uint8; None: an imported
+    model, which has none) and the pyfunc model into run ``run_id``; register it as a new version of
+    ``model_name`` unless that is None.
 
     ``example``: one float32 (1, 3, H, W) input for the pyfunc's signature. Returns (model URI, version).
     """
@@ -37,8 +39,11 @@ def log_and_register(model: torch.nn.Module, run_id: str, uri: str, *, config: d
         weights = cpl_model.save_checkpoint(model, scratch / cpl_model.WEIGHTS, extra={"config": config, "step": step})
         (scratch / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (scratch / "model_card.md").write_text(card)
-        cv2.imwrite(str(scratch / "validation_grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        for name in ("config.yaml", "model_card.md", "validation_grid.png"):
+        names = ["config.yaml", "model_card.md"]
+        if grid is not None:
+            cv2.imwrite(str(scratch / "validation_grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+            names.append("validation_grid.png")
+        for name in names:
             mlflow.log_artifact(str(scratch / name))
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts={"weights": str(weights)},

@@ -1,4 +1,4 @@
-"""The five entry points share one command line (``pipelines.core.cli``): help, ``--dry-run``, flags that are
+"""The entry points share one command line (``pipelines.core.cli``): help, ``--dry-run``, flags that are
 config keys, one-line errors for what the user can fix, tracebacks for everything else, console scripts.
 
 Most tests call ``main(argv)`` in this process, with the library function behind each command replaced,
@@ -24,20 +24,26 @@ from pipelines.core.storage import StorageError
 
 from ..conftest import REPO_ROOT
 
-NAMES = ("synthesize", "train", "evaluate", "promote", "restore")
+NAMES = ("synthesize", "train", "evaluate", "promote", "restore", "import_weights")
 
 # The least each command needs to get past its config check; --set and --dry-run are added by the tests.
 REQUIRED = {"synthesize": ["--clean"], "train": [], "evaluate": ["--model", "m.pt"], "promote": ["--rollback"],
-            "restore": ["--input", "in", "--output", "out"]}
+            "restore": ["--input", "in", "--output", "out"],
+            "import_weights": ["--format", "promptir", "--checkpoint", "model.ckpt"]}
 
 # The library function each entry point calls, by module and name, and what a replacement must return.
 LIBRARY = {"synthesize": ("pipelines.data.command", "run"), "train": ("pipelines.training.driver", "train"),
            "evaluate": ("pipelines.evaluation.command", "run"), "promote": ("pipelines.registry.command", "run"),
-           "restore": ("pipelines.serving.command", "run")}
+           "restore": ("pipelines.serving.command", "run"), "import_weights": ("pipelines.registry.imports", "run")}
 
 
 def entry(name: str):
     return importlib.import_module(f"pipelines.{name}")
+
+
+def script(name: str) -> str:
+    """The console script of entry point ``name``: cpl-import-weights for import_weights."""
+    return f"cpl-{name.replace('_', '-')}"
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +84,7 @@ def test_help_lists_the_commands_flags_with_their_keys_and_the_common_flags(name
         entry(name).main(["--help"])
     assert exited.value.code == 0
     shown = capsys.readouterr().out
-    assert shown.startswith(f"usage: cpl-{name} ")
+    assert shown.startswith(f"usage: {script(name)} ")
     for flag in ("--config", "--set", "--dry-run", "--verbose", "--debug"):
         assert flag in shown
     assert "Exit status" in shown and cli.DEBUG_VARIABLE in shown
@@ -88,7 +94,8 @@ def test_help_lists_the_commands_flags_with_their_keys_and_the_common_flags(name
 A_SETTING = {"synthesize": ("ray.num_cpus=1", ("ray", "num_cpus"), 1),
              "train": ("ray.num_cpus=1", ("ray", "num_cpus"), 1), "evaluate": ("out=elsewhere", ("out",), "elsewhere"),
              "promote": ("gate.margin_db=0.5", ("gate", "margin_db"), 0.5),
-             "restore": ("restore.workers=3", ("restore", "workers"), 3)}
+             "restore": ("restore.workers=3", ("restore", "workers"), 3),
+             "import_weights": ("name=published", ("name",), "published")}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -147,6 +154,14 @@ def test_restore_flags_set_their_config_keys(capsys):
     assert (printed["model"], printed["input"], printed["output"]) == ("models:/m/1", "in", "out")
     assert {key: printed["restore"][key] for key in ("tile", "format", "overwrite", "workers", "use_gpu")} == \
         {"tile": 128, "format": "webp", "overwrite": True, "workers": 2, "use_gpu": True}
+
+
+def test_import_weights_flags_set_their_config_keys(capsys):
+    printed = dry_run("import_weights", "--format", "cplir", "--name", "cplir", "--param-key", "params",
+                      "--experiment", "imports", capsys=capsys)
+    assert printed["config"] == {"format": "cplir", "checkpoint": "model.ckpt", "name": "cplir",
+                                 "param_key": "params", "experiment": "imports"}
+    assert printed["plan"]["network"].startswith("sparse prompts")
 
 
 def test_train_flags_smoke_and_name_set_their_keys_and_set_wins(capsys):
@@ -212,6 +227,7 @@ def test_an_unknown_set_key_fails_in_one_line_naming_it_before_ray_starts(name, 
     ("promote", ["--margin", "-1"], "gate.margin_db (--margin): Input should be greater than or equal to 0"),
     ("restore", ["--format", "gif"], "restore.format (--format): Input should be 'png', 'jpg', 'webp' or 'tif'"),
     ("restore", ["--workers", "-1"], "restore.workers (--workers)"),
+    ("import_weights", ["--format", "restormer"], "format (--format): Input should be 'promptir' or 'cplir'"),
 ])
 def test_a_bad_flag_value_is_named_by_key_and_flag(name, args, named, capsys):
     assert entry(name).main([*REQUIRED[name], *args]) == 2
@@ -225,6 +241,10 @@ def test_a_bad_flag_value_is_named_by_key_and_flag(name, args, named, capsys):
     ("promote", ["--model", "models:/m/1", "--rollback"], "exclude each other"),
     ("synthesize", [], "source (--source): required"),
     ("synthesize", ["--pack", "--source", "photos"], "--pack needs --source and --out"),
+    ("import_weights", ["--checkpoint", "model.ckpt"], "format (--format): Field required"),
+    ("import_weights", ["--format", "promptir"], "checkpoint (--checkpoint): Field required"),
+    ("import_weights", ["--format", "promptir", "--checkpoint", "m.ckpt", "--param-key", "params"],
+     "param_key (--param-key) is a BasicSR entry; a promptir checkpoint has none"),
 ])
 def test_a_missing_setting_is_named(name, args, named, capsys):
     assert entry(name).main(args) == 2
@@ -400,10 +420,10 @@ def test_every_entry_point_is_thin(name):
     assert len(lines) <= 60
 
 
-def test_the_five_console_scripts_are_installed():
+def test_every_console_script_is_installed():
     scripts = {point.name: point.value for point in importlib.metadata.entry_points(group="console_scripts")}
-    assert {f"cpl-{name}": scripts.get(f"cpl-{name}") for name in NAMES} == \
-        {f"cpl-{name}": f"pipelines.{name}:main" for name in NAMES}
+    assert {script(name): scripts.get(script(name)) for name in NAMES} == \
+        {script(name): f"pipelines.{name}:main" for name in NAMES}
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
@@ -414,11 +434,11 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "train" else name
                                   for name in NAMES])
 def test_each_console_script_answers_help(name):
-    script = shutil.which(f"cpl-{name}", path=os.path.dirname(sys.executable))
-    assert script, f"cpl-{name} is not installed beside {sys.executable}"
-    result = run([script, "--help"])
+    found = shutil.which(script(name), path=os.path.dirname(sys.executable))
+    assert found, f"{script(name)} is not installed beside {sys.executable}"
+    result = run([found, "--help"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: cpl-{name} ")
+    assert result.stdout.startswith(f"usage: {script(name)} ")
 
 
 @pytest.mark.parametrize("form", ["path", "module"])

@@ -25,8 +25,9 @@ Without --config, the embedded default: local Ray, the sample photos, the tiny p
 store; a few minutes on CPU. Locations come from config or the environment: RAY_ADDRESS,
 MLFLOW_TRACKING_URI (wins over tracking.uri), run.storage and data.dataset/data.source as folders or
 s3:// URIs (endpoint and credentials from the standard AWS variables). Re-running with the same run
-name resumes it. Config sections: run, model, loss, optim, data, validation, checkpoint, scaling,
-tracking, ray (see configs/train_*.yaml). On a cluster:
+name resumes it; --set model.init=models:/cpl-restore@champion (any model reference, or a checkpoint)
+starts from that model's weights. Config sections: run, model, loss, optim, data, validation,
+checkpoint, scaling, tracking, ray (see configs/train_*.yaml). On a cluster:
 
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- \\
         python pipelines/train.py --config configs/train_five_task.yaml
@@ -49,8 +50,12 @@ class ModelSection(Frozen):
     prompt: str = "sparse"
     overrides: dict[str, Any] = {}  # ModelConfig fields, e.g. {top_k: 2}
     # Zero the output projection, so training starts from the identity (the global residual): a model
-    # is never worse than its input at step 0, which short runs feel most.
+    # is never worse than its input at step 0, which short runs feel most. A start from scratch only.
     identity_init: bool = True
+    # Start from a model's weights instead: models:/<name>@<alias>, models:/<name>/<version>, runs:/<run>/model,
+    # or a model.pt or checkpoint folder (local or s3://). None: from scratch. Its network must be the one
+    # preset, prompt and overrides build; dense and sparse prompts may differ (training/initial.py).
+    init: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _buildable(self) -> "ModelSection":

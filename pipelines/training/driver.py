@@ -3,7 +3,8 @@
     train(config) -> Summary
 
 1. Everything that can fail fast does, before Ray starts: config (already validated), tracking server,
-   checkpoint storage, dataset manifest or clean-image source, the objective (VGG weights, if any).
+   checkpoint storage, dataset manifest or clean-image source, the objective (VGG weights, if any), and the
+   model to start from (``model.init``: resolved, pinned, loaded and checked against the configured network).
 2. The driver creates the MLflow run (or finds it, when the run name is reused) and freezes the
    validation pairs; Ray Train workers run ``loop.train_loop`` on a DeepSpeed engine, and rank 0 sends
    its progress to the driver (``progress``).
@@ -13,7 +14,7 @@
    image grid.
 
 Re-running with the same ``run.name`` resumes: Ray Train restarts from the run's latest checkpoint under
-``run.storage`` and the same MLflow run continues.
+``run.storage`` and the same MLflow run continues; a run's own checkpoint wins over ``model.init``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..core.runtime import init_ray, is_local, local_cpus
 from ..data import job, online, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
 from .config import TrainConfig, tracking_uri
+from .initial import InitialWeights, resolve_init
 from .loop import build_objective, train_loop
 from .progress import ProgressChannel
 from .validation import validate
@@ -50,11 +52,13 @@ class Summary:
     checkpoint: str
     steps: int
     per_task: dict[str, dict[str, float]]  # task -> {"input_psnr", "psnr", "ssim", ...}
+    init: str | None = None  # the pinned model.init; None: trained from scratch
 
     def lines(self) -> list[str]:
         rows = [f"run {self.run_name} ({self.run_id}) at {self.tracking_uri}",
                 f"  model:      {self.model_uri or 'not registered'}"
                 + (f" (version {self.model_version})" if self.model_version else ""),
+                *([f"  init:       {self.init}"] if self.init else []),
                 f"  data:       {self.dataset}", f"  checkpoint: {self.checkpoint} (step {self.steps})",
                 "  validation PSNR (dB), degraded input -> restored:"]
         for task, values in self.per_task.items():
@@ -74,16 +78,21 @@ def plan(config: TrainConfig) -> dict[str, Any]:
             "checkpoints": storage.join(config.run.storage, config.run.name or "<new>"),
             "data": (f"published {config.data.dataset} ({config.data.version})" if config.data.dataset
                      else f"online synthesis from {config.data.source} ({config.data.synthesis.recipes})"),
-            "model": f"{config.model.preset}/{config.model.prompt}", "steps": config.optim.max_steps,
+            "model": f"{config.model.preset}/{config.model.prompt}",
+            "init": config.model.init or "none (from scratch)", "steps": config.optim.max_steps,
             "samples_per_step": samples_per_step, "samples": samples_per_step * config.optim.max_steps,
             "workers": config.scaling.workers, "gpu": config.scaling.use_gpu}
 
 
-def preflight(config: TrainConfig) -> None:
-    """Fail before any work when a location is unusable or the local CPUs cannot host the job.
+def preflight(config: TrainConfig) -> InitialWeights | None:
+    """Fail before any work when a location or the model to start from is unusable, or the local CPUs cannot
+    host the job.
 
+    Returns:
+        the weights ``model.init`` names, pinned and checked against the configured network; None without it.
     Raises:
-        TrackingUnreachable, StorageError, ConfigError: naming the URI or key at fault.
+        TrackingUnreachable, StorageError, ConfigError, ModelNotFound, DataError: naming the URI, key or
+            reference at fault.
     """
     tracking.check_reachable(tracking_uri(config))
     storage.check_writable(config.run.storage)
@@ -100,6 +109,7 @@ def preflight(config: TrainConfig) -> None:
             raise ConfigError(f"scaling: {config.scaling.workers} workers x {config.scaling.cpus_per_worker} CPU "
                               f"leave none of the {cpus} local CPUs for the data pipeline; lower "
                               "scaling.cpus_per_worker (fractions are fine) or raise ray.num_cpus")
+    return resolve_init(config, tracking_uri(config))  # last: it may download a model
 
 
 def train(config: TrainConfig, verbose: bool = False) -> Summary:
@@ -109,7 +119,7 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     """
     import ray
 
-    preflight(config)
+    init = preflight(config)
     run_name = config.run.name or new_run_name()
     uri = tracking_uri(config)
     source = sources.sample_photos() if not config.data.dataset and config.data.source == SAMPLES \
@@ -118,6 +128,8 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     resolved["run"]["name"] = run_name
     if config.loss.cpr.get("vgg_weights"):  # as the source: workers do not share the driver's working directory
         resolved["loss"]["cpr"]["vgg_weights"] = storage.absolute(config.loss.cpr["vgg_weights"])
+    if init is not None:  # pinned: the params, the workers and every checkpoint name the version, not an alias
+        resolved["model"]["init"] = init.pinned
 
     # The console shows our progress line (progress.py); the workers' output, and Ray Data's bars for
     # the validation pairs, only when verbose.
@@ -136,17 +148,20 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     run_id, resumed = tracking.start_or_resume_run(
         uri, config.tracking.experiment, run_name, tracking.flatten(resolved),
         {**dataset_tags, "code_version": provenance.code_version(),
-         "synthesis_code_version": provenance.synthesis_code_version(), "cpl.preset": config.model.preset})
+         "synthesis_code_version": provenance.synthesis_code_version(), "cpl.preset": config.model.preset,
+         **(init.tags if init is not None else {})})
     if resumed and tracking.run_tag(uri, run_id, tracking.MODEL_VERSION_TAG):
         tracking.finish_run(uri, run_id)  # as it was: resuming marked it running
         raise ConfigError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
 
-    print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}, "
-          f"{config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}", flush=True)
+    start = f" from {init.pinned}" if init is not None else ""
+    print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}"
+          f"{start}, {config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}",
+          flush=True)
     try:
         try:
             result = _fit(config, resolved, run_name, run_id, uri, source, validation,
-                          manifest["version"] if config.data.dataset else None, verbose)
+                          manifest["version"] if config.data.dataset else None, init, verbose)
         finally:
             ray.shutdown()  # also flushes the workers' last log lines before the summary
         return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation, verbose)
@@ -169,8 +184,9 @@ def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
 
 
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
-         validation: dict[str, Any], version: str | None, verbose: bool = False):
-    """``version``: the published dataset version to train on; None for the online stream."""
+         validation: dict[str, Any], version: str | None, init: InitialWeights | None, verbose: bool = False):
+    """``version``: the published dataset version to train on; None for the online stream. ``init``: the
+    weights every rank starts from, unless Ray Train hands it a checkpoint of this run."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -190,7 +206,8 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": resolved, "run_id": run_id, "tracking_uri": uri,
-                           "validation": ray.put(validation), "torch_threads": threads, "progress": channel.queue},
+                           "validation": ray.put(validation), "torch_threads": threads, "progress": channel.queue,
+                           "init": ray.put(init.state_dict) if init is not None else None},
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker,
@@ -269,12 +286,13 @@ def _register(config: TrainConfig, resolved: dict, result: Any, run_name: str, r
     example = cpl_model.to_tensor(validation["degraded"][:1]).contiguous().numpy()  # pyfunc input: (1, 3, H, W)
     with console.without_lines(console.REGISTRY_NOTICES, enabled=not verbose):
         model_uri, version = log_and_register(
-            model, run_id, uri, config=resolved, card=model_card(config, run_name, dataset_label, per_task, step),
+            model, run_id, uri, config=resolved,
+            card=model_card(config, run_name, dataset_label, per_task, step, init=resolved["model"]["init"]),
             grid=image_grid(model, validation, config.validation.images_in_grid), example=example, step=step,
             model_name=config.tracking.model_name if config.tracking.register_model else None)
     # Ray reports the path inside the storage filesystem (no s3:// scheme); record the URI users can pass on.
     checkpoint = storage.uri_of(best.path, config.run.storage)
     tracking.finish_run(uri, run_id, tags={tracking.MODEL_VERSION_TAG: version or "", "best_checkpoint": checkpoint})
     return Summary(run_name, run_id, uri, model_uri, version, dataset_label, checkpoint, extra.get("step", 0),
-                   per_task)
+                   per_task, resolved["model"]["init"])
 

@@ -10,6 +10,10 @@ Metrics are logged exactly once per step even across restarts: rank 0 buffers th
 in the checkpoint, and it is flushed to MLflow only after the checkpoint is reported, skipping steps
 MLflow already holds. A restart therefore replays, but never re-logs, the steps after the last checkpoint.
 
+Every rank starts from the same weights before DeepSpeed wraps the model: ``model.init``'s, which the driver
+pinned and put in the object store, or fresh ones seeded by ``run.seed`` (``initial.py``). A checkpoint of
+the run wins over both, and the optimiser always starts afresh at step 0 unless a checkpoint says otherwise.
+
 With ``optim.ema_decay`` every rank keeps the same average of the weights (the weights are the same on every
 rank under ZeRO stages 0-2); it rides in the checkpoint, and it is what is validated, scored and saved as
 ``model.pt``.
@@ -40,6 +44,7 @@ from ..core.config import ConfigError
 from ..core.errors import DataError, SetupError
 from ..data import shards
 from .config import LossSection, TrainConfig
+from .initial import initial_model
 from .progress import Started, Stepped, send
 from .validation import SCORES, validate
 
@@ -231,11 +236,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         torch.cuda.set_device(context.get_local_rank())
     device = torch.device(get_accelerator().device_name(context.get_local_rank()) if on_gpu else "cpu")
 
-    model = cpl_model.build_model(config.model.preset, config.model.prompt, seed=config.run.seed,
-                                  **config.model.overrides)
-    if config.model.identity_init:
-        torch.nn.init.zeros_(model.output.weight)
-    model = model.to(device)
+    # A checkpoint of this run (a restart, or a resumed run) wins over model.init: it replaces the weights
+    # with the optimiser, schedule and step below, so the init weights are not even fetched.
+    checkpoint = ray.train.get_checkpoint()
+    init = ray.get(loop_config["init"]) if checkpoint is None and loop_config.get("init") is not None else None
+    model = initial_model(config, init).to(device)  # the weights every rank starts from, before DeepSpeed
     optim = config.optim
     # Copied before DeepSpeed takes the model: the copy stays fp32 when the engine casts its module to bf16,
     # and it carries none of the engine's forward hooks.
@@ -249,7 +254,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
 
     progress = Progress()
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             _, client_state = engine.load_checkpoint(directory, tag=DS_TAG)

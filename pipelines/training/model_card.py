@@ -10,9 +10,16 @@ SELECTION = {"worst_task_gain": "the checkpoint whose worst task gains most over
 
 
 def model_card(config: TrainConfig, run_name: str, dataset: str, per_task: dict[str, dict[str, float]],
-               step: int) -> str:
-    """A short model card (Mitchell et al. 2019): what it is for, what it saw, how well it does."""
+               step: int, init: str | None = None) -> str:
+    """A short model card (Mitchell et al. 2019): what it is for, what it saw, how well it does.
+
+    ``init``: the pinned reference the run started from (``model.init``); None: from scratch.
+    """
     weights = f"an EMA of the weights (decay {config.optim.ema_decay})" if config.optim.ema_decay else "the weights"
+    start = f"trained from scratch (seed {config.run.seed})"
+    if init:
+        given = f" (`model.init: {config.model.init}`)" if config.model.init != init else ""
+        start = f"initialised from `{init}`{given} with a fresh optimiser"
     rows = "\n".join(f"| {task} | {v['input_psnr']:.2f} | {v['psnr']:.2f} | {v['input_ssim']:.4f} | {v['ssim']:.4f} |"
                      for task, v in per_task.items())
     return f"""# cpl-restore: {config.model.preset} / {config.model.prompt} prompts
@@ -22,7 +29,7 @@ Contrastive Prompt Learning (Wu et al., arXiv 2504.09973) on a PromptIR-style ne
 
 - **Intended use:** restoring RGB photographs degraded by the tasks listed below. Input: float32
   (N, 3, H, W) in [0, 1], any size (tiled above 512 px).
-- **Training run:** `{run_name}`, {step} optimiser steps; {weights} of
+- **Training run:** `{run_name}`, {start}, {step} optimiser steps; {weights} of
   {SELECTION[config.checkpoint.select]} (`checkpoint.select: {config.checkpoint.select}`).
 - **Training data:** {dataset}; recipes `{config.data.synthesis.recipes}`, {config.data.synthesis.patch}² patches.
 - **Objective:** L1 (weight {config.loss.l1_weight}) + CPR {config.loss.cpr or "(defaults)"}.

@@ -23,7 +23,7 @@ import torch
 
 from pipelines.core import provenance, references, storage
 
-from .conftest import REPO_ROOT, cli_environment, free_port, new_bucket
+from .conftest import REPO_ROOT, cli_environment, free_port, new_bucket, unique
 
 pytestmark = pytest.mark.slow
 
@@ -264,6 +264,73 @@ def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_pat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the MLflow tracking server at "
                                                              f"{env['MLFLOW_TRACKING_URI']}")
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_fine_tuning_with_cpl_starts_from_imported_promptir_weights_pinned_and_said(
+        train_env, mlflow_server, tmp_path, monkeypatch):
+    """What a user tries first: PromptIR's checkpoint (the authors' layout, at the tiny preset's widths) imported,
+    then trained with CPL's sparse prompts from ``model.init`` as an alias. The reference is pinned to its
+    version in the console, params, tags and card, and every rank starts from its weights (at a learning rate of
+    1e-12 they stay where they started, so the registered model is the import; from scratch it would be the
+    identity)."""
+    from mlflow import MlflowClient
+
+    from pipelines.registry import imports
+    from pipelines.registry.config import ImportConfig
+
+    from .registry.authors_network import promptir
+    from .registry.test_imports import lightning_checkpoint
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        authors = promptir(dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4),
+                           prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4))
+    torch.save(lightning_checkpoint(authors), tmp_path / "model.ckpt")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = unique("promptir")
+    imported = imports.import_weights(ImportConfig(format="promptir", checkpoint=str(tmp_path / "model.ckpt"),
+                                                   name=name))
+    client = MlflowClient(mlflow_server)
+    client.set_registered_model_alias(name, "champion", imported.version)
+    run_name, target, pinned = unique("from-promptir"), unique("fine-tuned"), f"models:/{name}/{imported.version}"
+    output = finish(start_train(train_env, "--smoke", "--name", run_name, "--set", f"run.storage={tmp_path / 'runs'}",
+                                "--set", f"model.init=models:/{name}@champion", "--set", "optim.lr=1e-12",
+                                "--set", "optim.max_steps=2", "--set", f"tracking.model_name={target}"))
+    assert output.splitlines()[0].startswith(f"run {run_name}: starting (tiny/sparse from {pinned}, 2 steps"), output
+    assert f"\n  init:       {pinned}\n" in output, output[-3000:]
+    (run,) = runs_named(mlflow_server, run_name)
+    assert run.data.params["model.init"] == pinned
+    assert run.data.tags["model.init"] == pinned and run.data.tags["model.init.reference"] == f"models:/{name}@champion"
+    assert f"initialised from `{pinned}` (`model.init: models:/{name}@champion`)" in \
+        client.get_model_version(target, "1").description
+    load = lambda reference: references.load(references.resolve(reference, mlflow_server), mlflow_server)  # noqa: E731
+    registered, source = load(f"models:/{target}/1"), load(pinned)
+    assert (registered.config.prompt, source.config.prompt) == ("sparse", "dense")
+    registered, source = registered.state_dict(), source.state_dict()
+    assert registered.keys() == source.keys()
+    assert all(torch.allclose(registered[key], source[key], atol=1e-6) for key in source)
+
+
+@pytest.mark.parametrize("case", ["names nothing", "does not fit"])
+def test_an_init_model_that_names_nothing_or_does_not_fit_fails_before_training(train_env, tmp_path, case):
+    import cpl_model
+
+    if case == "names nothing":
+        reference, more = f"models:/{unique('nowhere')}/1", []
+        expected = f"error: model.init: {reference}: no registered model"
+    else:
+        reference, more = str(tmp_path / "step-00000004"), ["--set", "model.preset=small"]
+        cpl_model.save_checkpoint(cpl_model.build_model("tiny"), Path(reference) / cpl_model.WEIGHTS)
+        expected = (f"error: config error: model.init: {reference} does not fit model small/sparse: "
+                    "dim is 16 there, 24 here")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "pipelines/train.py", "--smoke", "--set", f"model.init={reference}", *more,
+                             "--set", f"run.storage={tmp_path / 'runs'}"], cwd=REPO_ROOT, env=train_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(expected), result.stderr[-3000:]
     assert "Started a local Ray instance" not in result.stdout + result.stderr
     assert time.monotonic() - started < 60
 

@@ -140,3 +140,24 @@ def test_preflight_names_missing_vgg_weights_before_anything_starts(local_job, t
     config = train_config(*local_job, "loss.cpr.features=vgg19", f"loss.cpr.vgg_weights={missing}")
     with pytest.raises(ConfigError, match=f"^config error: loss.cpr.vgg_weights: {re.escape(missing)}: no such file$"):
         driver.preflight(config)
+
+
+def test_preflight_returns_the_pinned_init_weights_and_names_a_reference_that_names_nothing(local_job, tmp_path):
+    import cpl_model
+    from pipelines.core.references import ModelNotFound
+
+    model = cpl_model.build_model("tiny", "dense", seed=5)
+    cpl_model.save_checkpoint(model, tmp_path / "start" / cpl_model.WEIGHTS)
+    init = driver.preflight(train_config(*local_job, f"model.init={tmp_path / 'start'}"))
+    assert init.pinned == str(tmp_path / "start" / cpl_model.WEIGHTS)
+    assert init.state_dict.keys() == model.state_dict().keys()
+    assert driver.preflight(train_config(*local_job)) is None
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ModelNotFound, match=f"^model.init: {re.escape(missing)}: no checkpoint"):
+        driver.preflight(train_config(*local_job, f"model.init={missing}"))
+
+
+def test_the_plan_shows_the_model_a_run_starts_from():
+    reference = "models:/cpl-restore@champion"
+    assert driver.plan(train_config(f"model.init={reference}"))["init"] == reference
+    assert driver.plan(train_config())["init"] == "none (from scratch)"

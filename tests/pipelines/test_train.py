@@ -178,18 +178,6 @@ def test_smoke_run_registers_a_model_that_loads_in_a_fresh_process(train_env, ml
     assert run.info.status == "FINISHED"
 
 
-def test_training_on_a_published_s3_dataset_records_its_version(train_env, mlflow_server, s3_dataset):
-    """Published shards instead of online synthesis: the run names the version and the manifest's checksum."""
-    finish(start_train(train_env, "--smoke", "--name", "published", "--set", f"data.dataset={s3_dataset.uri}",
-                       "--set", "data.batch_size=2", "--set", f"run.storage=s3://{new_bucket()}/runs"))
-    (run,) = runs_named(mlflow_server, "published")
-    assert run.data.tags["dataset.version"] == s3_dataset.manifest["version"]
-    assert len(run.data.tags["dataset.manifest_sha256"]) == 64
-    validated = {key.split("/")[1] for key in run.data.metrics if key.endswith("/input_psnr") and key.count("/") == 2}
-    assert validated == {"noise", "haze"}  # the tasks of the fixture's recipes, noise25 and haze
-    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4]
-
-
 def kill_a_worker(process: subprocess.Popen) -> None:
     """SIGKILL one Ray Train worker of this run's own Ray (its session), never one of another job on the
     machine."""
@@ -268,13 +256,15 @@ def test_an_unreachable_tracking_server_fails_before_training(train_env, tmp_pat
     assert time.monotonic() - started < 60
 
 
-def test_fine_tuning_with_cpl_starts_from_imported_promptir_weights_pinned_and_said(
-        train_env, mlflow_server, tmp_path, monkeypatch):
+def test_fine_tuning_imported_promptir_weights_with_cpl_on_a_published_s3_dataset(
+        train_env, mlflow_server, s3_dataset, tmp_path, monkeypatch):
     """What a user tries first: PromptIR's checkpoint (the authors' layout, at the tiny preset's widths) imported,
-    then trained with CPL's sparse prompts from ``model.init`` as an alias. The reference is pinned to its
-    version in the console, params, tags and card, and every rank starts from its weights (at a learning rate of
-    1e-12 they stay where they started, so the registered model is the import; from scratch it would be the
-    identity)."""
+    then trained with CPL's sparse prompts from ``model.init`` as an alias, on published shards in S3.
+
+    The run names the dataset version and the manifest's checksum. The init reference is pinned to its version
+    in the console, params, tags and card, and every rank starts from its weights: at a learning rate of 1e-12
+    they stay where they started, so the registered model is the import (from scratch it would be the identity).
+    """
     from mlflow import MlflowClient
 
     from pipelines.registry import imports
@@ -295,12 +285,18 @@ def test_fine_tuning_with_cpl_starts_from_imported_promptir_weights_pinned_and_s
     client = MlflowClient(mlflow_server)
     client.set_registered_model_alias(name, "champion", imported.version)
     run_name, target, pinned = unique("from-promptir"), unique("fine-tuned"), f"models:/{name}/{imported.version}"
-    output = finish(start_train(train_env, "--smoke", "--name", run_name, "--set", f"run.storage={tmp_path / 'runs'}",
+    output = finish(start_train(train_env, "--smoke", "--name", run_name, "--set", f"data.dataset={s3_dataset.uri}",
+                                "--set", "data.batch_size=2", "--set", f"run.storage=s3://{new_bucket()}/runs",
                                 "--set", f"model.init=models:/{name}@champion", "--set", "optim.lr=1e-12",
-                                "--set", "optim.max_steps=2", "--set", f"tracking.model_name={target}"))
-    assert output.splitlines()[0].startswith(f"run {run_name}: starting (tiny/sparse from {pinned}, 2 steps"), output
+                                "--set", f"tracking.model_name={target}"))
+    assert output.splitlines()[0].startswith(f"run {run_name}: starting (tiny/sparse from {pinned}, 4 steps"), output
     assert f"\n  init:       {pinned}\n" in output, output[-3000:]
     (run,) = runs_named(mlflow_server, run_name)
+    assert run.data.tags["dataset.version"] == s3_dataset.manifest["version"]
+    assert len(run.data.tags["dataset.manifest_sha256"]) == 64
+    validated = {key.split("/")[1] for key in run.data.metrics if key.endswith("/input_psnr") and key.count("/") == 2}
+    assert validated == {"noise", "haze"}  # the tasks of the fixture's recipes, noise25 and haze
+    assert logged_steps(mlflow_server, run.info.run_id) == [1, 2, 3, 4]
     assert run.data.params["model.init"] == pinned
     assert run.data.tags["model.init"] == pinned and run.data.tags["model.init.reference"] == f"models:/{name}@champion"
     assert f"initialised from `{pinned}` (`model.init: models:/{name}@champion`)" in \

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from ..core import provenance, references
 from ..core.config import ConfigError, Frozen, load_config
+from ..core.storage import StorageError
 from . import benchmarks
 from .benchmarks import Benchmark
 from .config import Layout, Sigma
@@ -109,7 +110,11 @@ def open_suite(path: str | Path, roots: dict[str, str] | None = None) -> OpenSui
     suite = load_suite(path, roots)
     opened = {}
     for name in dict.fromkeys(column.benchmark for column in suite.columns):
-        opened[name] = benchmarks.open_benchmark(suite.roots[name], layout=name, sigmas=tuple(suite.sigma))
+        try:
+            opened[name] = benchmarks.open_benchmark(suite.roots[name], layout=name, sigmas=tuple(suite.sigma))
+        except StorageError as err:
+            raise StorageError(f"{err} (suite {path}: set {name}'s root with --set roots.{name}=<folder or "
+                               "s3://...>)") from None
     return OpenSuite(str(path), suite, opened)
 
 

@@ -7,7 +7,8 @@ Every pair is fitted, restored and quantized as its protocol says (``protocols``
 pixels, whole when ``tile`` is None) and scored with ``cpl_model.restoration_metrics``, as in training
 validation: PSNR and SSIM on RGB in [0, 1] (PromptIR / AdaIR) and on the BT.601 luma channel (BasicSR,
 as CPLIR and the deraining papers report), PSNR capped at ``cpl_model.PSNR_CAP``. ``evaluate`` resolves the
-settings' tile and protocol for the benchmark (``EvalSettings.resolved``). Pairs of equal size are batched. With ``workers`` > 0 the
+settings' tile and protocol for the benchmark (``EvalSettings.resolved``). Pairs of equal size are
+batched. With ``workers`` > 0 the
 benchmark's units are spread over Ray actors, each holding the model once; the rows, and so the report,
 are the same either way.
 """
@@ -44,18 +45,19 @@ def score(model: torch.nn.Module, items: Iterable[Case | Skip], settings: EvalSe
             continue
         item = protocols.fit(item, protocol)
         if pending and (item.degraded.shape != pending[0].degraded.shape or len(pending) == settings.batch_size):
-            yield from _score_batch(model, pending, settings, device)
+            yield from _score_batch(model, pending, protocol, settings.tile, device)
             pending = []
         pending.append(item)
     if pending:
-        yield from _score_batch(model, pending, settings, device)
+        yield from _score_batch(model, pending, protocol, settings.tile, device)
 
 
-def _score_batch(model, cases: list[Case], settings: EvalSettings, device: str) -> Iterator[dict[str, Any]]:
+def _score_batch(model, cases: list[Case], protocol: protocols.Protocol, tile: int | None,
+                 device: str) -> Iterator[dict[str, Any]]:
     degraded = cpl_model.to_tensor([c.degraded for c in cases], device)
     clean = cpl_model.to_tensor([c.clean for c in cases], device)
     with torch.inference_mode():
-        restored = protocols.restore(model, degraded, protocols.PROTOCOLS[settings.protocol], settings.tile)
+        restored = protocols.restore(model, degraded, protocol, tile)
     scores = cpl_model.restoration_metrics(restored, degraded, clean)
     for i, case in enumerate(cases):
         row = {"id": case.id, "task": case.task, "recipe": case.recipe, "height": case.degraded.shape[0],
@@ -122,6 +124,12 @@ def means(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def worst_and_best(rows: list[dict[str, Any]], shown: int) -> dict[str, list[str]]:
+    """The ids of the ``shown`` rows with the lowest and the highest PSNR gain over the input (ties by id)."""
+    ranked = sorted(rows, key=lambda row: (row["psnr"] - row["input_psnr"], row["id"]))
+    return {"worst": [row["id"] for row in ranked[:shown]], "best": [row["id"] for row in ranked[::-1][:shown]]}
+
+
 def summarize(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSettings, rows: list[dict[str, Any]],
               seconds: float) -> dict[str, Any]:
     """The report: means per task and per recipe (where finer) and overall, skips, worst and best cases.
@@ -133,8 +141,6 @@ def summarize(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSett
     for row in scored:
         by_task[row["task"]].append(row)
         by_recipe[row["recipe"]].append(row)
-    ranked = sorted(scored, key=lambda row: (row["psnr"] - row["input_psnr"], row["id"]))
-    shown = settings.grid_cases
     return {
         "model": ref.as_dict(),
         "data": benchmark.describe() | {"skipped": _skips(benchmark, rows)},
@@ -142,8 +148,7 @@ def summarize(ref: references.ModelRef, benchmark: Benchmark, settings: EvalSett
         "tasks": {task: means(group) for task, group in sorted(by_task.items())},
         "recipes": {recipe: means(group) for recipe, group in sorted(by_recipe.items()) if recipe not in by_task},
         "all": means(scored),
-        "worst": [row["id"] for row in ranked[:shown]],
-        "best": [row["id"] for row in ranked[::-1][:shown]],
+        **worst_and_best(scored, settings.grid_cases),
         "seconds": round(seconds, 2),
         "code_version": provenance.code_version(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

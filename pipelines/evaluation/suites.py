@@ -35,7 +35,7 @@ from ..core.storage import StorageError
 from . import benchmarks
 from .benchmarks import Benchmark
 from .config import Layout, Sigma
-from .scoring import means
+from .scoring import means, worst_and_best
 
 
 class Column(Frozen):
@@ -125,8 +125,7 @@ def join_reports(ref: references.ModelRef, suite: OpenSuite, reports: dict[str, 
     tasks = {f"{name}/{task}": summary for name, report in reports.items() for task, summary in report["tasks"].items()}
     cases = [row | {"id": f"{name}/{row['id']}", "task": f"{name}/{row['task']}"}
              for name, report in reports.items() for row in report["cases"]]
-    ranked = sorted(cases, key=lambda row: (row["psnr"] - row["input_psnr"], row["id"]))
-    every = [row for report in reports.values() for row in report["cases"]]
+    headlines = {name: report["protocol"]["headline"] for name, report in reports.items()}
     return {
         "model": ref.as_dict(),
         "data": suite.describe(),
@@ -134,10 +133,9 @@ def join_reports(ref: references.ModelRef, suite: OpenSuite, reports: dict[str, 
                      "benchmarks": {name: report["protocol"] for name, report in reports.items()}},
         "tasks": tasks,
         "recipes": {},
-        "all": means(every),
-        "table": table(suite.suite, tasks, {name: report["protocol"]["headline"] for name, report in reports.items()}),
-        "worst": [row["id"] for row in ranked[:shown]],
-        "best": [row["id"] for row in ranked[::-1][:shown]],
+        "all": means(cases),
+        "table": table(suite.suite, tasks, headlines),
+        **worst_and_best(cases, shown),
         "seconds": round(sum(report["seconds"] for report in reports.values()), 2),
         "code_version": provenance.code_version(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -152,14 +150,16 @@ def table(suite: Suite, tasks: dict[str, dict[str, Any]], headlines: dict[str, l
     for column in suite.columns:
         key = f"{column.benchmark}/{column.task}"
         if key not in tasks:
+            present = [k.split("/", 1)[1] for k in tasks if k.startswith(column.benchmark + "/")]
             raise ConfigError(f"suite column {column.label!r}: {column.benchmark} has no task {column.task!r} "
-                              f"(it has: {', '.join(k.split('/', 1)[1] for k in tasks if k.startswith(column.benchmark + '/'))})")
+                              f"(it has: {', '.join(present)})")
         psnr, ssim = headlines[column.benchmark]
         for which in rows:
             rows[which].append([tasks[key][which][psnr], tasks[key][which][ssim]])
     return {"title": suite.title, "source": suite.source, "ssim": suite.ssim,
             "columns": [column.label for column in suite.columns],
-            "rows": {which: {"cells": cells, "average": np.mean(cells, axis=0).tolist()} for which, cells in rows.items()},
+            "rows": {which: {"cells": cells, "average": np.mean(cells, axis=0).tolist()}
+                     for which, cells in rows.items()},
             "published": suite.published}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ("synthesize", "train", "evaluate", "promote", "restore", "import_weights")
+ENTRY_POINTS = ("synthesize", "ingest", "train", "evaluate", "promote", "restore", "import_weights")
 
 # The rooms of pipelines/ and the rooms each may import (itself always).
 ROOMS = {

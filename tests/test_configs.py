@@ -47,3 +47,32 @@ def test_every_shipped_config_loads_and_validates(path):
     model = validator(path.name)
     assert model is not None, f"configs/{path.name}: no entry point's config model is known for this name"
     load_config(model, path)
+
+
+@pytest.mark.parametrize("name", ["train_three_task_real.yaml", "train_five_task_real.yaml",
+                                  "train_cdd11_real.yaml"])
+def test_the_real_data_protocols_pass_a_dry_run_with_their_datasets_pointed_elsewhere(name, capsys):
+    """What a user runs first: the protocol with each dataset's URI set on the command line."""
+    import json
+
+    from pipelines import train
+
+    entries = yaml.safe_load((REPO_ROOT / "configs" / name).read_text())["data"]["datasets"]
+    moved = [arg for i in range(len(entries)) for arg in ("--set", f"data.datasets.{i}.uri=s3://bucket/d{i}")]
+    assert train.main(["--config", str(REPO_ROOT / "configs" / name), *moved, "--dry-run"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [entry["uri"] for entry in shown["config"]["data"]["datasets"]] == [f"s3://bucket/d{i}"
+                                                                             for i in range(len(entries))]
+    assert [entry["repeat"] for entry in shown["config"]["data"]["datasets"]] == [e["repeat"] for e in entries]
+    assert shown["config"]["loss"]["reconstruction"] == "l1" and shown["plan"]["gpu"]
+
+
+def test_set_indexes_a_list_and_names_an_index_out_of_range(tmp_path):
+    from pipelines.core.config import ConfigError, load_config
+    from pipelines.training.config import TrainConfig
+
+    two = ["data.datasets=[{uri: a}, {uri: b, repeat: 4}]"]
+    config = load_config(TrainConfig, None, [*two, "data.datasets.1.uri=s3://x/b"])
+    assert [(e.uri, e.repeat) for e in config.data.datasets] == [("a", 1), ("s3://x/b", 4)]
+    with pytest.raises(ConfigError, match=r"data.datasets.2.uri: datasets has 2 entries"):
+        load_config(TrainConfig, None, [*two, "data.datasets.2.uri=c"])

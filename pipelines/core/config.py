@@ -58,13 +58,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+    """Set ``path`` in ``tree``; a number indexes a list (``data.datasets.0.uri``)."""
+    node: Any = tree
+    for depth, part in enumerate(path[:-1]):
+        child = node[_index(node, part, path, depth)] if isinstance(node, list) else node.setdefault(part, {})
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
         node = child
-    node[path[-1]] = value
+    if isinstance(node, list):
+        node[_index(node, path[-1], path, len(path) - 1)] = value
+    else:
+        node[path[-1]] = value
+
+
+def _index(items: list, part: str, path: list[str], depth: int) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {'.'.join(path)}: {path[depth - 1]} has {len(items)} entries, "
+                          f"numbered from 0; got {part!r}")
+    return int(part)
 
 
 def load_config(model: type[Model], path: str | Path | None = None, overrides: list[str] = (),

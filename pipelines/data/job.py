@@ -123,6 +123,18 @@ def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,
 
 def build_manifest(version: str, stats: list[dict], expected: dict, config: SynthesisConfig,
                    resolved_config: dict[str, Any]) -> dict[str, Any]:
+    recipes = config.resolved_recipes()
+    return {
+        "format": MANIFEST_FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": provenance.synthesis_code_version(), "seed": config.seed, "config": resolved_config,
+        "recipes": {r.name: r.to_config() for r in recipes}, "tasks": {r.name: r.task for r in recipes},
+        "sources": {"uri": expected["source"], "total": expected["sources"]}, **summarize_shards(stats),
+    }
+
+
+def summarize_shards(stats: list[dict]) -> dict[str, Any]:
+    """The manifest's ``counts`` (split -> recipe -> pairs), ``skipped`` and ``converted`` (reason -> sorted ids)
+    and ``shards`` from the stats rows of a job's tasks (``shards.write_shards``)."""
     counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
     skipped: dict[str, set[str]] = defaultdict(set)
     converted: dict[str, set[str]] = defaultdict(set)
@@ -137,11 +149,5 @@ def build_manifest(version: str, stats: list[dict], expected: dict, config: Synt
                            "sha256": row["sha256"]})
             for recipe, n in json.loads(row["counts"]).items():
                 counts[row["split"]][recipe] = counts[row["split"]].get(recipe, 0) + n
-    return {
-        "format": MANIFEST_FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": provenance.synthesis_code_version(), "seed": config.seed, "config": resolved_config,
-        "recipes": {r.name: r.to_config() for r in config.resolved_recipes()},
-        "sources": {"uri": expected["source"], "total": expected["sources"]},
-        "counts": counts, "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
-        "converted": {k: sorted(v) for k, v in sorted(converted.items())}, "shards": shards,
-    }
+    return {"counts": counts, "skipped": {k: sorted(v) for k, v in sorted(skipped.items())},
+            "converted": {k: sorted(v) for k, v in sorted(converted.items())}, "shards": shards}

@@ -26,24 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Iterator
 
 import numpy as np
 
 from ..core import provenance, storage
 from ..core.errors import DataError
-from ..data import shards, sources, synthesis, versions
-from . import layouts
-from .layouts import NO_INPUT, NO_TARGET
+from ..data import layouts, shards, sources, synthesis, versions
 
-INPUT_FOLDERS = ("input", "lq", "degraded")
-TARGET_FOLDERS = ("target", "gt", "clean")
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 16  # the protocols crop or pad to multiples of 16; BasicSR's SSIM needs 11
-
-# Skip reasons for paired folders (reported in report.json), besides layouts' NO_TARGET and NO_INPUT.
-SIZE_MISMATCH, SAME_NAME = "size_mismatch", "same_name_as_another"
 
 SAMPLES_CROPS = 4
 SAMPLES_PATCH = 128
@@ -103,7 +95,7 @@ class Benchmark:
 def open_benchmark(data: str, split: str = "test", layout: str | None = None,
                    sigmas: tuple[int, ...] = layouts.SIGMAS) -> Benchmark:
     """The frozen set ``data`` names; see the module docstring. With ``layout`` (a name in
-    ``layouts.LAYOUTS``), ``data`` is a folder of that published benchmark in its own layout (``sigmas``:
+    ``layouts.BENCHMARK_LAYOUTS``), ``data`` is a folder of that published benchmark in its own layout (``sigmas``:
     CBSD68's noise levels).
 
     Raises:
@@ -149,37 +141,14 @@ def _read_shard(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | S
 
 
 def _paired_folders(root: str) -> Benchmark:
-    storage.check_readable(root)
-    files = [storage.relative(info.uri, root) for info in storage.list_files(root, sources.IMAGE_SUFFIXES)]
-    # (task, kind, stem) -> relative path; a task folder is the parent of input/ or target/.
-    found: dict[tuple[str, str, str], str] = {}
-    duplicates = []
-    for rel in files:
-        parts = PurePosixPath(rel.replace("\\", "/")).parts
-        for depth, part in enumerate(parts[:-1]):
-            kind = "input" if part in INPUT_FOLDERS else "target" if part in TARGET_FOLDERS else None
-            if kind and depth <= 1:
-                task = parts[0] if depth == 1 else PurePosixPath(root.rstrip("/")).name
-                stem = str(PurePosixPath(*parts[depth + 1:]).with_suffix(""))
-                if (task, kind, stem) in found:  # a.png and a.jpg: which one pairs would be a guess
-                    duplicates.append(rel)
-                else:
-                    found[(task, kind, stem)] = rel
-                break
-    if not found:
+    try:
+        pairing = layouts.pair_layout("paired", root)
+    except DataError:
         raise storage.StorageError(f"{root}: no paired benchmark (expected <task>/input/ and <task>/target/ "
-                                   f"folders of {', '.join(sources.IMAGE_SUFFIXES)} images)")
-    units, skipped = [], {NO_TARGET: [], NO_INPUT: [], SAME_NAME: duplicates}
-    for (task, kind, stem), rel in sorted(found.items()):
-        other = found.get((task, "target" if kind == "input" else "input", stem))
-        if kind == "input" and other:
-            units.append({"task": task, "stem": stem, "input": storage.join(root, rel),
-                          "target": storage.join(root, other)})
-        elif other is None:
-            skipped[NO_TARGET if kind == "input" else NO_INPUT].append(rel)
-    listing = sorted((u["task"], u["stem"]) for u in units)
+                                   f"folders of {', '.join(sources.IMAGE_SUFFIXES)} images)") from None
+    listing = sorted((u["task"], u["stem"]) for u in pairing.units)
     digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()  # which pairs; contents are not hashed
-    return Benchmark("folder", root, root, digest, units, {k: v for k, v in skipped.items() if v})
+    return Benchmark("folder", root, root, digest, pairing.units, pairing.skipped)
 
 
 def _native(root: str, layout: str, sigmas: tuple[int, ...]) -> Benchmark:
@@ -193,24 +162,11 @@ def _native(root: str, layout: str, sigmas: tuple[int, ...]) -> Benchmark:
 
 
 def _read_pair(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
-    images = {}
-    for key in ("input", "target"):
-        if key not in unit:  # CBSD68: noised below
-            continue
-        decoded = sources.decode(storage.read_bytes(unit[key]), max_pixels=MAX_PIXELS, min_side=MIN_SIDE)
-        if decoded.image is None:
-            yield Skip(decoded.skip_reason, storage.relative(unit[key], benchmark.uri))
-            return
-        images[key] = decoded.image
-    clean = images["target"]
-    degraded = images["input"] if "input" in unit else layouts.test_noise(clean, int(unit["sigma"]), unit["stem"])
-    frame = int(unit.get("frame", 0))
-    if frame and clean.shape[:2] == (degraded.shape[0] + 2 * frame, degraded.shape[1] + 2 * frame):
-        clean = clean[frame:-frame, frame:-frame]  # SOTS indoor's white frame
-    if degraded.shape != clean.shape:
-        yield Skip(SIZE_MISMATCH, storage.relative(unit.get("input", unit["target"]), benchmark.uri))
+    pair = layouts.read_pair(unit, max_pixels=MAX_PIXELS, min_side=MIN_SIDE)
+    if pair.skip_reason:
+        yield Skip(pair.skip_reason, storage.relative(pair.file, benchmark.uri))
         return
-    yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], degraded, clean)
+    yield Case(f"{unit['task']}/{unit['stem']}", unit["task"], unit["task"], pair.degraded, pair.clean)
 
 
 def _samples_config() -> synthesis.SynthesisConfig:

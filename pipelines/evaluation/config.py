@@ -13,7 +13,7 @@ from ..core.tracking import resolve_tracking_uri
 
 EXPERIMENT = "cpl-evaluation"
 Split = Literal["train", "val", "test"]
-# The published benchmarks read in their own layouts (pipelines/evaluation/layouts.py, which pairs them).
+# The published benchmarks read in their own layouts (pipelines/data/layouts.py, which pairs them).
 Layout = Literal["cbsd68", "rain100l", "sots-outdoor", "sots-indoor", "gopro", "lol", "cdd11", "weatherbench"]
 # How the literature scores them (pipelines/evaluation/protocols.py).
 ProtocolName = Literal["promptir", "basicsr"]

@@ -15,6 +15,7 @@ import cpl_model
 from ..core.config import Frozen
 from ..core.runtime import RayConfig
 from ..core.tracking import resolve_tracking_uri
+from ..data.patches import MixEntry
 from ..data.sources import SAMPLES
 from ..data.synthesis import QUICKSTART, SynthesisConfig
 
@@ -101,16 +102,26 @@ class OptimSection(Frozen):
 class DataSection(Frozen):
     dataset: str | None = None  # a dataset published by synthesize.py (<out>/<name>); None: online synthesis
     version: str = "LATEST"
+    # Published datasets mixed per pass, each {uri, repeat, version, sigmas} (ingest.py's or synthesize.py's):
+    # fresh random crops, flips and rotations every pass, online noise for clean images (data/patches.py).
+    datasets: list[MixEntry] = []
+    patch: int = Field(128, ge=16)  # the side of the patches cut from data.datasets
     source: str = SAMPLES  # online synthesis: clean images (folder, s3:// prefix, packed table or "samples")
     synthesis: SynthesisConfig = QUICKSTART
     batch_size: int = Field(4, ge=1)  # per worker and micro-batch
     shuffle_buffer: int = Field(256, ge=0)  # rows; 0: no local shuffle
     prefetch_batches: int = Field(2, ge=0)
 
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DataSection":
+        if self.dataset and self.datasets:
+            raise ValueError("set data.dataset or data.datasets, not both")
+        return self
+
 
 class ValidationSection(Frozen):
     crops_per_recipe: int = Field(6, ge=1)  # online mode: crops of each val source, each under every recipe
-    max_pairs: int = Field(512, ge=1)  # published mode: the first pairs of the val split, by sample id
+    max_pairs: int = Field(512, ge=1)  # published mode: the first pairs of the val split, by sample id (a mix: of each)
     images_in_grid: int = Field(8, ge=0)  # rows of validation_grid.png, one task each
 
 

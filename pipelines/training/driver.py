@@ -32,7 +32,7 @@ import cpl_model
 from ..core import console, provenance, storage, tracking
 from ..core.config import ConfigError
 from ..core.runtime import init_ray, is_local, local_cpus
-from ..data import job, online, shards, sources, synthesis, versions
+from ..data import job, online, patches, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
 from .config import TrainConfig, tracking_uri
 from .initial import InitialWeights, resolve_init
@@ -76,12 +76,21 @@ def plan(config: TrainConfig) -> dict[str, Any]:
     samples_per_step = config.data.batch_size * config.optim.accumulation * config.scaling.workers
     return {"run": config.run.name or "<new>", "tracking_uri": tracking_uri(config),
             "checkpoints": storage.join(config.run.storage, config.run.name or "<new>"),
-            "data": (f"published {config.data.dataset} ({config.data.version})" if config.data.dataset
-                     else f"online synthesis from {config.data.source} ({config.data.synthesis.recipes})"),
+            "data": describe_data(config),
             "model": f"{config.model.preset}/{config.model.prompt}",
             "init": config.model.init or "none (from scratch)", "steps": config.optim.max_steps,
             "samples_per_step": samples_per_step, "samples": samples_per_step * config.optim.max_steps,
             "workers": config.scaling.workers, "gpu": config.scaling.use_gpu}
+
+
+def describe_data(config: TrainConfig) -> str:
+    data = config.data
+    if data.datasets:
+        return (f"{data.patch}px patches of " + ", ".join(f"{entry.uri} ({entry.version}) x{entry.repeat}"
+                                                          for entry in data.datasets))
+    if data.dataset:
+        return f"published {data.dataset} ({data.version})"
+    return f"online synthesis from {data.source} ({data.synthesis.recipes})"
 
 
 def preflight(config: TrainConfig) -> InitialWeights | None:
@@ -97,7 +106,9 @@ def preflight(config: TrainConfig) -> InitialWeights | None:
     tracking.check_reachable(tracking_uri(config))
     storage.check_writable(config.run.storage)
     build_objective(config.loss)  # as the workers will: VGG weights fetched and loaded once
-    if config.data.dataset:
+    if config.data.datasets:
+        patches.open_mix(config.data.datasets, patch=config.data.patch)
+    elif config.data.dataset:
         versions.read_manifest(config.data.dataset, config.data.version, verify=False)
     elif config.data.source != SAMPLES:
         sources.source_units(config.data.source)
@@ -135,7 +146,16 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     # the validation pairs, only when verbose.
     init_ray(config.ray.model_copy(update={"progress_bars": config.ray.progress_bars and verbose}),
              log_to_driver=verbose, dashboard=True)
-    if config.data.dataset:
+    mix = None
+    if config.data.datasets:
+        mix = patches.open_mix(config.data.datasets, mix_versions(config, uri, run_name), config.data.patch)
+        dataset_label = "mix:" + ",".join(part.label for part in mix)
+        dataset_tags = {"dataset": dataset_label, "dataset.version": ",".join(part.version for part in mix),
+                        **{f"dataset.{i}": part.uri for i, part in enumerate(mix)},
+                        **{f"dataset.{i}.version": part.version for i, part in enumerate(mix)},
+                        **{f"data.pass.{task}": str(n) for task, n in patches.pass_counts(mix).items()}}
+        validation = patches.validation_patches(mix, config.data.patch, config.run.seed, config.validation.max_pairs)
+    elif config.data.dataset:
         manifest = versions.read_manifest(config.data.dataset, dataset_version(config, uri, run_name))
         dataset_label = f"{config.data.dataset}@{manifest['version']}"
         dataset_tags = {"dataset": config.data.dataset, "dataset.version": manifest["version"],
@@ -154,6 +174,10 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
         tracking.finish_run(uri, run_id)  # as it was: resuming marked it running
         raise ConfigError(f"run {run_name!r} already finished and registered its model; choose a new run.name")
 
+    if mix is not None:
+        counts = patches.pass_counts(mix)
+        print(f"data: a pass is {sum(counts.values())} patches ({', '.join(f'{t}: {n}' for t, n in counts.items())})",
+              flush=True)
     start = f" from {init.pinned}" if init is not None else ""
     print(f"run {run_name}: {'resuming' if resumed else 'starting'} ({config.model.preset}/{config.model.prompt}"
           f"{start}, {config.optim.max_steps} steps, {config.scaling.workers} worker(s)); tracking at {uri}",
@@ -161,7 +185,7 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     try:
         try:
             result = _fit(config, resolved, run_name, run_id, uri, source, validation,
-                          manifest["version"] if config.data.dataset else None, init, verbose)
+                          manifest["version"] if config.data.dataset else None, init, mix, verbose)
         finally:
             ray.shutdown()  # also flushes the workers' last log lines before the summary
         return _register(config, resolved, result, run_name, run_id, uri, dataset_label, validation, verbose)
@@ -184,9 +208,11 @@ def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
 
 
 def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: str, source: str,
-         validation: dict[str, Any], version: str | None, init: InitialWeights | None, verbose: bool = False):
-    """``version``: the published dataset version to train on; None for the online stream. ``init``: the
-    weights every rank starts from, unless Ray Train hands it a checkpoint of this run."""
+         validation: dict[str, Any], version: str | None, init: InitialWeights | None,
+         mix: list[patches.MixPart] | None, verbose: bool = False):
+    """``version``: the published dataset version to train on; ``mix``: the datasets to cut patches from; both
+    None for the online stream. ``init``: the weights every rank starts from, unless Ray Train hands it a
+    checkpoint of this run."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -195,7 +221,9 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     fs, storage_path = storage.filesystem(config.run.storage)
     samples_per_step = config.data.batch_size * config.optim.accumulation * scaling.workers
     resume_step = latest_checkpoint_step(config.run.storage, run_name)
-    if config.data.dataset:
+    if mix is not None:
+        train_data = mix_training_stream(mix, config, samples_per_step, resume_step)
+    elif config.data.dataset:
         train_data = versions.open_dataset(config.data.dataset, "train", version, verify=False)
     else:
         train_data = online_training_stream(source, config, samples_per_step, resume_step)
@@ -235,6 +263,24 @@ def online_training_stream(source: str, config: TrainConfig, samples_per_step: i
     first_pass = resume_step * samples_per_step // pairs_per_pass
     return online.online_dataset(source, synthesis, "train", passes=max(1, passes_needed - first_pass),
                                    first_pass=first_pass)
+
+
+def mix_training_stream(mix: list[patches.MixPart], config: TrainConfig, samples_per_step: int, resume_step: int):
+    """Passes of the mix enough for the run; a resumed run starts at the pass its last checkpoint was in."""
+    per_pass = max(1, sum(patches.pass_counts(mix).values()))
+    passes_needed = math.ceil(config.optim.max_steps * samples_per_step / per_pass) + 1
+    first_pass = resume_step * samples_per_step // per_pass
+    return patches.training_patches(mix, config.data.patch, config.run.seed, max(1, passes_needed - first_pass),
+                                    first_pass)
+
+
+def mix_versions(config: TrainConfig, uri: str, run_name: str) -> list[str | None]:
+    """The versions of ``data.datasets`` that a resumed run started with (None where it names another dataset or
+    none was recorded), so that a moved LATEST does not switch its data; all None for a new run."""
+    started = tracking.find_run(uri, config.tracking.experiment, run_name)
+    tags = started.data.tags if started is not None else {}
+    return [tags.get(f"dataset.{i}.version") if entry.version == versions.LATEST and tags.get(f"dataset.{i}") == storage.absolute(entry.uri)
+            else None for i, entry in enumerate(config.data.datasets)]
 
 
 def latest_checkpoint_step(storage_uri: str, run_name: str) -> int:

@@ -168,7 +168,7 @@ def test_weatherbench_scores_rain_haze_and_snow_on_the_luma_under_basicsrs_proto
 
 @pytest.mark.parametrize(("layout", "files", "expected"), [
     ("cbsd68", ["pictures/a.png"], "clean images at the root or under original_png/"),
-    ("sots-indoor", ["other.png"], "hazy/NNNN_beta_A.ext"),
+    ("sots-indoor", ["other.png"], "hazy <scene>_<beta>_<A>.ext"),
     ("weatherbench", ["rain/input/0.png", "fog/target/0.png"], "rain/, haze/ or snow/, each with input/ and target/"),
 ])
 def test_the_new_layouts_refuse_another_layout_in_one_line(tmp_path, photos, layout, files, expected):

@@ -24,7 +24,7 @@ import cpl_model
 from degradation_synth.recipes import Recipe
 from pipelines.core import grid as sheets
 from pipelines.core import provenance, references, storage
-from pipelines.data import sources
+from pipelines.data import layouts, sources
 from pipelines.evaluation import benchmarks, reports, scoring
 from pipelines.evaluation.benchmarks import Case, Skip
 from pipelines.evaluation.config import BenchmarkChoice, EvalSettings
@@ -61,7 +61,7 @@ def messy_benchmark(root: Path) -> Path:
     return root
 
 
-MESSY_SKIPPED = {benchmarks.NO_INPUT: ["dimmer/target/orphan.png"], benchmarks.NO_TARGET: ["dim/input/1.png"],
+MESSY_SKIPPED = {layouts.NO_INPUT: ["dimmer/target/orphan.png"], layouts.NO_TARGET: ["dim/input/1.png"],
                  sources.UNDECODABLE: ["dim/input/bad.png"]}
 MESSY_IDS = ["dim/0", "dim/2", "dimmer/0", "dimmer/1", "dimmer/2"]
 
@@ -428,7 +428,7 @@ def test_a_pair_of_different_sizes_is_skipped_as_size_mismatch_naming_the_input(
     write_rgb(root / "snow" / "target" / "ok.png", photos[1])
     benchmark = benchmarks.open_benchmark(str(root))
     items = pairs(benchmark)
-    assert items[0] == Skip(benchmarks.SIZE_MISMATCH, "snow/input/big.png")
+    assert items[0] == Skip(layouts.SIZE_MISMATCH, "snow/input/big.png")
     assert [item.id for item in items[1:]] == ["snow/ok"] and isinstance(items[1], Case)
 
 
@@ -481,7 +481,7 @@ def test_two_files_with_one_name_are_reported_not_guessed_between(tmp_path):
         write_rgb(tmp_path / "t" / name, photo)
     benchmark = benchmarks.open_benchmark(str(tmp_path))
     assert [unit["stem"] for unit in benchmark.units] == ["a"]
-    assert benchmark.skipped == {benchmarks.SAME_NAME: ["t/input/a.png"]}  # sorted: a.jpg pairs, a.png is reported
+    assert benchmark.skipped == {layouts.SAME_NAME: ["t/input/a.png"]}  # sorted: a.jpg pairs, a.png is reported
 
 
 def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brightener, tmp_path):

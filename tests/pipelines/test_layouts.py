@@ -11,7 +11,8 @@ import cv2
 import pytest
 
 from pipelines.core.errors import DataError
-from pipelines.evaluation import benchmarks, config, layouts
+from pipelines.data import layouts
+from pipelines.evaluation import benchmarks, config
 
 from .conftest import photo_halves
 
@@ -34,7 +35,7 @@ def pairs(benchmark: benchmarks.Benchmark) -> list[tuple[str, str, str, str]]:
 
 
 def test_the_config_offers_exactly_the_layouts_there_are():
-    assert get_args(config.Layout) == tuple(layouts.LAYOUTS)
+    assert get_args(config.Layout) == layouts.BENCHMARK_LAYOUTS
 
 
 def test_rain100l_pairs_prenet_names_in_one_folder_and_reports_the_orphans(tmp_path, photos):
@@ -98,7 +99,7 @@ def test_cdd11_pairs_each_class_present_with_the_shared_clear_folder(tmp_path, p
 
 
 @pytest.mark.parametrize(("layout", "expected"), [
-    ("rain100l", "rain-NNN.png beside norain-NNN.png"), ("sots-outdoor", "hazy/NNNN_beta_A.ext"),
+    ("rain100l", "rain-NNN.png beside norain-NNN.png"), ("sots-outdoor", "hazy <scene>_<beta>_<A>.ext"),
     ("gopro", "<scene>/blur/ and <scene>/sharp/"), ("lol", "low/ and high/"), ("cdd11", "clear/ beside")])
 def test_a_folder_in_another_layout_is_one_error_naming_what_was_expected_and_found(tmp_path, photos, layout,
                                                                                      expected):

@@ -38,12 +38,16 @@ quickstart: setup
 preview: setup
 	$(BIN)/python -m degradation_synth preview --out $(OUT)/preview.png
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one: most of a test's time is
+# spent waiting on the subprocesses, servers and Ray jobs it starts, so four workers overlap on two cores.
+TEST_WORKERS ?= 4
+
 test: setup postgres
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The edit-test loop: everything not marked slow (a few minutes on 2 cores); `make test` runs it all.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: setup
 	$(BIN)/python -m degradation_synth.bench

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..core import provenance, storage
 from ..core.errors import DataError
-from ..data import layouts, shards, sources, synthesis, versions
+from ..data import layouts, patches, sources, synthesis, versions
 
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 16  # the protocols crop or pad to multiples of 16; BasicSR's SSIM needs 11
@@ -127,17 +127,12 @@ def _published(data: str, split: str) -> Benchmark:
 
 
 def _read_shard(benchmark: Benchmark, unit: dict[str, str]) -> Iterator[Case | Skip]:
-    import pyarrow.parquet as pq
-
-    fs, path = storage.filesystem(unit["shard"])
-    with fs.open_input_file(path) as handle:
-        table = pq.read_table(handle, columns=["sample_id", "task", "recipe", "height", "width",
-                                                "degraded", "clean"])
-    for batch in table.to_batches(max_chunksize=64):
-        rows = batch.to_pydict()
-        degraded, clean = shards.pair_images(rows, "degraded"), shards.pair_images(rows, "clean")
-        for i, sample_id in enumerate(rows["sample_id"]):
-            yield Case(sample_id, rows["task"][i], rows["recipe"][i], degraded[i], clean[i])
+    """A shard's pairs, row by row: an ingested dataset's whole images differ in size. A clean-image dataset
+    (``ingest.py --layout clean``) has no degraded images to score and is refused, naming the shard."""
+    rows = patches.read_rows(unit["shard"])
+    for i, sample_id in enumerate(rows["sample_id"]):
+        yield Case(sample_id, rows["task"][i], rows["recipe"][i], patches.row_image(rows, i, "degraded", unit["shard"]),
+                   patches.row_image(rows, i, "clean", unit["shard"]))
 
 
 def _paired_folders(root: str) -> Benchmark:

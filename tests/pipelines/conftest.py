@@ -596,3 +596,9 @@ def promote(name: str, version: str, data: str, tmp_path: Path, gate=None):
                                  tmp_path / uuid.uuid4().hex)
     promotion.apply(decision, tmp_path / uuid.uuid4().hex)
     return decision
+
+
+@pytest.fixture(scope="module")
+def train_env(s3_endpoint, mlflow_server) -> dict[str, str]:
+    return {**cli_environment(), "MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}

@@ -318,3 +318,17 @@ def test_an_ingest_killed_with_sigkill_before_publishing_leaves_nothing_readers_
     with pytest.raises(storage.StorageError, match="no published version"):
         versions.read_manifest(str(out / "rain"))
 
+
+
+def test_an_ingested_split_is_a_benchmark_of_whole_images(malformed):
+    from pipelines.evaluation import benchmarks
+
+    _, runs = malformed
+    dataset, manifest = runs["local"]
+    split = next(split for split, counts in manifest["counts"].items() if counts)
+    benchmark = benchmarks.open_benchmark(dataset, split=split)
+    cases = [case for unit in benchmark.units for case in benchmark.cases(unit)]
+    assert len(cases) == sum(manifest["counts"][split].values())
+    assert all(case.task == "low_light" and case.degraded.shape == case.clean.shape for case in cases)
+    assert {case.clean.shape[:2] for case in cases} <= {(SIDE, w) for w in range(SIDE + 1)} | \
+        {(h, SIDE) for h in range(SIDE + 1)}  # whole photos: the long side is SIDE

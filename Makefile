@@ -38,9 +38,10 @@ quickstart: setup
 preview: setup
 	$(BIN)/python -m degradation_synth preview --out $(OUT)/preview.png
 
-# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one: most of a test's time is
-# spent waiting on the subprocesses, servers and Ray jobs it starts, so four workers overlap on two cores.
-TEST_WORKERS ?= 4
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one: much of a test's time is
+# spent waiting on the subprocesses, servers and Ray jobs it starts. Two workers on two cores; with four, Ray
+# nodes time out starting up.
+TEST_WORKERS ?= 2
 
 test: setup postgres
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -1,4 +1,5 @@
-"""Suite-wide hooks: the sample photos must be there, and tests marked ``gpu`` skip where no CUDA device is."""
+"""Suite-wide hooks: the sample photos must be there, tests marked ``gpu`` skip where no CUDA device is, and
+the files that take minutes start first."""
 
 import importlib.util
 import os
@@ -29,7 +30,16 @@ def pytest_sessionstart(session):
                                 "(scikit-image, matplotlib, scikit-learn): pip install -e '.[dev]'")
 
 
+# The files that take minutes (training runs, the local stack), slowest first. Under ``make test``'s workers
+# (pytest-xdist, a file per worker at a time) a file collected last would run alone at the end; started first,
+# they overlap with everything else.
+LONGEST_FILES = ("tests/pipelines/test_train_resume.py", "tests/pipelines/test_train.py",
+                 "tests/infra/test_local_stack.py", "tests/bench/test_ablation.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {path: index for index, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep order
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if gpu_items and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")

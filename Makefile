@@ -38,17 +38,17 @@ quickstart: setup
 preview: setup
 	$(BIN)/python -m degradation_synth preview --out $(OUT)/preview.png
 
-# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one: much of a test's time is
-# spent waiting on the subprocesses, servers and Ray jobs it starts. Two workers on two cores; with four, Ray
-# nodes time out starting up.
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one, in collection order (the
+# longest files first: tests/conftest.py). Much of a test's time is spent waiting on the subprocesses, servers
+# and Ray jobs it starts. Two workers on two cores; with four, Ray nodes time out starting up.
 TEST_WORKERS ?= 2
 
 test: setup postgres
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The edit-test loop: everything not marked slow (a few minutes on 2 cores); `make test` runs it all.
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 bench: setup
 	$(BIN)/python -m degradation_synth.bench

@@ -76,3 +76,16 @@ def test_set_indexes_a_list_and_names_an_index_out_of_range(tmp_path):
     assert [(e.uri, e.repeat) for e in config.data.datasets] == [("a", 1), ("s3://x/b", 4)]
     with pytest.raises(ConfigError, match=r"data.datasets.2.uri: datasets has 2 entries"):
         load_config(TrainConfig, None, [*two, "data.datasets.2.uri=c"])
+
+
+@pytest.mark.parametrize("path", [path for path in CONFIGS if path.name.startswith("train_")
+                                  and path.name != "train_quickstart.yaml"], ids=lambda path: path.name)
+def test_every_protocol_config_trains_cpl_as_the_paper_does(path):
+    """L1 plus CPR on sparse prompts: a ``cpr`` section merges into the default (CPR off), so a protocol that
+    leaves out ``enabled: true`` silently trains without it."""
+    from pipelines.core.config import load_config
+    from pipelines.training.config import TrainConfig
+
+    loss = load_config(TrainConfig, path).loss.build()
+    assert loss.reconstruction == "l1" and loss.cpr.enabled
+    assert load_config(TrainConfig, path).model.prompt == "sparse"

@@ -25,7 +25,7 @@ from ..core.config import Frozen
 from ..core.runtime import RayConfig
 from . import layouts
 from .job import NothingPublished, OutputConfig, new_version, summarize_shards
-from .shards import write_shards
+from .shards import stats_batch, write_shards
 from .synthesis import PAIR_COLUMNS, split_of
 from .versions import MANIFEST_FORMAT, publish
 
@@ -146,8 +146,7 @@ def ingest_shards(batch: dict[str, np.ndarray], source_uri: str, version_uri: st
     stats = []
     for task, units in zip(batch["task"], batch["units"], strict=True):
         stats += write_shards(read_pairs(json.loads(units), source_uri, config), version_uri, int(task))
-    return {key: [json.dumps(row[key]) if key in ("counts", "skipped", "converted") else row[key] for row in stats]
-            for key in ("path", "rows", "sha256", "split", "counts", "skipped", "converted")}
+    return stats_batch(stats)
 
 
 def ingest(source_uri: str, output: OutputConfig, config: IngestSection,

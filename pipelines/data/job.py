@@ -22,7 +22,7 @@ from ..core.config import Frozen
 from ..core.errors import DataError
 from ..core.runtime import RayConfig
 from . import sources
-from .shards import shard_plan, sources_per_shard, write_shards
+from .shards import shard_plan, sources_per_shard, stats_batch, write_shards
 from .synthesis import SPLITS, SynthesisConfig, Synthesize, read_slices
 from .versions import MANIFEST_FORMAT, publish
 
@@ -76,8 +76,7 @@ def synthesize_shards(plan_rows: dict[str, np.ndarray], source_uri: str, version
     for task, slices in zip(plan_rows["task"], plan_rows["slices"], strict=True):
         pairs = Synthesize(config)(read_slices(source_uri, json.loads(slices)))
         stats += write_shards(pairs, version_uri, int(task))
-    return {key: [json.dumps(row[key]) if key in ("counts", "skipped", "converted") else row[key] for row in stats]
-            for key in ("path", "rows", "sha256", "split", "counts", "skipped", "converted")}
+    return stats_batch(stats)
 
 
 def synthesize(source_uri: str, output: OutputConfig, config: SynthesisConfig,

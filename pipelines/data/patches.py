@@ -92,8 +92,10 @@ class MixPart:
         return counts
 
 
-def open_mix(entries: list[MixEntry], versions_: list[str] | None = None, patch: int | None = None) -> list[MixPart]:
-    """Resolve every entry to a published version (``versions_``: pinned ones, e.g. a resumed run's) and check
+def open_mix(entries: list[MixEntry], pinned: list[str | None] | None = None,
+             patch: int | None = None) -> list[MixPart]:
+    """Resolve every entry to a published version (``pinned``: a version per entry or None, e.g. a resumed
+    run's) and check
     that its images give patches of side ``patch``.
 
     Raises:
@@ -102,7 +104,7 @@ def open_mix(entries: list[MixEntry], versions_: list[str] | None = None, patch:
     """
     parts = []
     for index, entry in enumerate(entries):
-        version = (versions_ or [None] * len(entries))[index] or entry.version
+        version = (pinned or [None] * len(entries))[index] or entry.version
         manifest = versions.read_manifest(entry.uri, version, verify=False)
         part = MixPart(storage.absolute(entry.uri), manifest["version"], manifest, entry.repeat, tuple(entry.sigmas))
         if not part.shards("train"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -87,6 +88,12 @@ def write_shards(pairs: dict[str, list], version_uri: str, task: int) -> list[di
             storage.write_bytes(storage.join(version_uri, shard["path"]), data)
         stats.append(shard)
     return stats
+
+
+def stats_batch(stats: list[dict[str, Any]]) -> dict[str, list]:
+    """``write_shards``' stats rows as the columns a Ray Data task returns (nested values as JSON)."""
+    return {key: [json.dumps(row[key]) if key in ("counts", "skipped", "converted") else row[key] for row in stats]
+            for key in ("path", "rows", "sha256", "split", "counts", "skipped", "converted")}
 
 
 def _take(column: Any, rows: list[int]) -> Any:

@@ -26,7 +26,7 @@ from ..core.runtime import RayConfig
 from . import layouts
 from .job import NothingPublished, OutputConfig, new_version, summarize_shards
 from .shards import stats_batch, write_shards
-from .synthesis import PAIR_COLUMNS, split_of
+from .synthesis import PAIR_COLUMNS, check_train_split_left, split_of
 from .versions import MANIFEST_FORMAT, publish
 
 Layout = Literal["rain100l", "ots", "its", "gopro", "lol", "cdd11", "clean", "paired"]
@@ -49,8 +49,7 @@ class IngestSection(Frozen):
 
     @model_validator(mode="after")
     def _train_split_left(self) -> "IngestSection":
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must leave a train split (sum < 1)")
+        check_train_split_left(self.val_fraction, self.test_fraction)
         if self.min_side > self.max_side:
             raise ValueError(f"min_side ({self.min_side}) must not exceed max_side ({self.max_side})")
         return self

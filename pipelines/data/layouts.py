@@ -34,6 +34,7 @@ error naming what was expected and what is there.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -321,8 +322,6 @@ class ReadPair:
 
 def read_pair(unit: dict[str, str], *, max_pixels: int, min_side: int) -> ReadPair:
     """Decode a unit of ``pair_layout``: noise a CBSD68 image, crop an indoor frame, refuse a size mismatch."""
-    import hashlib
-
     images, converted, digest = {}, [], ""
     for key in ("input", "target"):
         if key not in unit:

@@ -25,6 +25,12 @@ from . import sources
 SPLITS = ("train", "val", "test")
 
 
+def check_train_split_left(val_fraction: float, test_fraction: float) -> None:
+    """A config's split fractions must leave sources for training (``ValueError`` otherwise)."""
+    if val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction + test_fraction must leave a train split (sum < 1)")
+
+
 class SynthesisConfig(Frozen):
     seed: int = Field(0, ge=0)
     recipes: str = "five_task"  # comma-separated recipe and set names
@@ -39,8 +45,7 @@ class SynthesisConfig(Frozen):
 
     @model_validator(mode="after")
     def _train_split_left(self) -> "SynthesisConfig":
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must leave a train split (sum < 1)")
+        check_train_split_left(self.val_fraction, self.test_fraction)
         return self
 
     @model_validator(mode="after")

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
         from ray.data import DataContext
 
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         DataContext.get_current().enable_progress_bars = False
         start = time.perf_counter()
         manifest = job.synthesize(str(folder), job.OutputConfig(uri=str(out), name="bench",

@@ -40,7 +40,7 @@ Item = TypeVar("Item")
 REGISTRY_NOTICES = ("Successfully registered model", "Registered model", "Created version")
 # What Ray's raylet pushes to the driver's stdout about workers that died, whatever ``log_to_driver``
 # says; the training driver reports a failed worker group in its own words.
-RAYLET_NOTICES = ("(raylet)",)
+RAYLET_NOTICES = ("(raylet",)  # "(raylet)", or "(raylet, ip=…)" from another node
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 # Ray Data's progress: a bar on a terminal, and otherwise lines on this logger, kept at INFO by default.
 RAY_DATA_PROGRESS = "ray.data._internal.progress"

@@ -53,6 +53,12 @@ def is_mlflow(reference: str) -> bool:
     return reference.startswith(("models:/", "runs:/"))
 
 
+def read_by_actors(ref: ModelRef, tracking_uri: str) -> dict[str, str]:
+    """What Ray actors that load ``ref`` read, by key (for ``runtime.check_locations``): the checkpoint, or
+    the tracking store a models:/ or runs:/ reference resolves in."""
+    return {"MLFLOW_TRACKING_URI": tracking_uri} if is_mlflow(ref.reference) else {"model": ref.uri}
+
+
 def resolve(reference: str, tracking_uri: str) -> ModelRef:
     """Pin ``reference`` to what it names now (an alias to its version).
 

@@ -62,7 +62,7 @@ def run(config: SynthesizeConfig, action: str | None = None) -> int:
         return 0
     the_plan = job.plan(_required_source(config, action), config.synthesis)
     storage.check_writable(dataset)  # before Ray starts
-    init_ray(config.ray)
+    init_ray(config.ray, locations={"source": config.source, "output.uri": config.output.uri})
     print(f"synthesizing {the_plan['expected_pairs']} pairs from {the_plan['sources']} sources "
           f"({'packed' if the_plan['packed'] else 'folder'}) with {len(the_plan['recipes'])} recipes")
     manifest = job.synthesize(config.source, config.output, config.synthesis, config.model_dump(mode="json"))

@@ -245,7 +245,7 @@ def run(config: IngestConfig) -> int:
     dataset = storage.join(config.output.uri, config.output.name)
     storage.check_readable(source)  # both before Ray starts
     storage.check_writable(dataset)
-    init_ray(config.ray)
+    init_ray(config.ray, locations={"source": source, "output.uri": config.output.uri})
     manifest = ingest(source, config.output, section, config.model_dump(mode="json"))
     print(f"published {storage.join(dataset, 'v=' + manifest['version'])} ({section.layout})")
     for split, counts in manifest["counts"].items():

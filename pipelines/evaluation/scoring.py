@@ -103,7 +103,9 @@ def _score_with_ray(ref, benchmark, settings, tracking_uri) -> list[dict[str, An
     scored = map_with_actors([{"unit": json.dumps(unit)} for unit in benchmark.units], _RayScorer,
                              {"ref": ref.as_dict(), "tracking_uri": tracking_uri, "spec": benchmark.spec(),
                               "settings": settings}, workers=settings.workers, use_gpu=settings.use_gpu,
-                             progress=settings.progress)
+                             progress=settings.progress,
+                             locations={"data": benchmark.uri if benchmark.kind != "samples" else None,
+                                        **references.read_by_actors(ref, tracking_uri)})
     return [json.loads(row["row"]) for row in scored]
 
 

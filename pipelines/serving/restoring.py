@@ -133,7 +133,7 @@ def restore_images(ref: references.ModelRef, input_uri: str, output_uri: str, se
     if clashes:
         summary.outcomes[SAME_OUTPUT] = [name_of(uri) for uri in clashes]
     if settings.workers > 0:
-        results = _restore_with_ray(ref, pairs, settings, tracking_uri)
+        results = _restore_with_ray(ref, pairs, settings, tracking_uri, input_uri, output_uri)
     else:
         device = "cuda" if settings.use_gpu else "cpu"
         model = references.load(ref, tracking_uri, device)
@@ -146,8 +146,11 @@ def restore_images(ref: references.ModelRef, input_uri: str, output_uri: str, se
     return summary
 
 
-def _restore_with_ray(ref, pairs, settings: RestoreSettings, tracking_uri: str) -> list[tuple[str, str]]:
+def _restore_with_ray(ref, pairs, settings: RestoreSettings, tracking_uri: str, input_uri: str,
+                      output_uri: str) -> list[tuple[str, str]]:
     done = map_with_actors([{"source": source, "target": target} for source, target in pairs], _RayRestorer,
                            {"ref": ref.as_dict(), "tracking_uri": tracking_uri, "settings": settings},
-                           workers=settings.workers, use_gpu=settings.use_gpu, progress=settings.progress)
+                           workers=settings.workers, use_gpu=settings.use_gpu, progress=settings.progress,
+                           locations={"input": input_uri, "output": output_uri,
+                                      **references.read_by_actors(ref, tracking_uri)})
     return sorted((row["source"], row["outcome"]) for row in done)

@@ -44,6 +44,9 @@ class RunSection(Frozen):
     seed: int = Field(0, ge=0)
     storage: str = "outputs/runs"  # Ray Train storage_path for checkpoints: a folder or s3://bucket/prefix
     max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint; -1: unlimited
+    # How long a worker group waits for room on the cluster, at the start and after a node is lost, before the
+    # run fails (submitted again under its name, it resumes). Minutes: an autoscaler takes that to add a node.
+    capacity_wait_s: float = Field(600, gt=0)
 
 
 class ModelSection(Frozen):

@@ -14,12 +14,15 @@
    image grid.
 
 Re-running with the same ``run.name`` resumes: Ray Train restarts from the run's latest checkpoint under
-``run.storage`` and the same MLflow run continues; a run's own checkpoint wins over ``model.init``.
+``run.storage`` and the same MLflow run continues; a run's own checkpoint wins over ``model.init``. A worker
+lost with its node is replaced the same way, up to ``run.max_failures`` times, once the cluster has room
+again within ``run.capacity_wait_s``; past that the run fails, and resumes when submitted again.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ import cpl_model
 
 from ..core import console, provenance, storage, tracking
 from ..core.config import ConfigError
+from ..core.errors import SetupError
 from ..core.runtime import init_ray, is_local, local_cpus
 from ..data import job, online, patches, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
@@ -39,6 +43,10 @@ from .initial import InitialWeights, resolve_init
 from .loop import build_objective, train_loop
 from .progress import ProgressChannel
 from .validation import validate
+
+
+class NoCapacity(SetupError):
+    """The cluster had no room for the worker group within ``run.capacity_wait_s``."""
 
 
 @dataclass
@@ -145,7 +153,7 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
     # The console shows our progress line (progress.py); the workers' output, and Ray Data's bars for
     # the validation pairs, only when verbose.
     init_ray(config.ray.model_copy(update={"progress_bars": config.ray.progress_bars and verbose}),
-             log_to_driver=verbose, dashboard=True)
+             log_to_driver=verbose, dashboard=True, locations=read_by_workers(config, source, uri))
     mix = None
     if config.data.datasets:
         mix = patches.open_mix(config.data.datasets, mix_versions(config, uri, run_name), config.data.patch)
@@ -194,6 +202,17 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
         raise
 
 
+def read_by_workers(config: TrainConfig, source: str, tracking: str) -> dict[str, str | None]:
+    """The locations Ray workers read or write, by key (for ``runtime.check_locations``); the sample photos
+    ship with every node's environment."""
+    return {"run.storage": config.run.storage, "MLFLOW_TRACKING_URI (or tracking.uri)": tracking,
+            "data.dataset": config.data.dataset,
+            **{f"data.datasets.{i}.uri": entry.uri for i, entry in enumerate(config.data.datasets)},
+            "data.source": None if config.data.dataset or config.data.datasets or config.data.source == SAMPLES
+            else source,
+            "loss.cpr.vgg_weights": config.loss.cpr.get("vgg_weights")}
+
+
 def dataset_version(config: TrainConfig, uri: str, run_name: str) -> str:
     """The version of ``config.data.dataset`` that run ``run_name`` trains on, resolved once per run.
 
@@ -214,8 +233,10 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     None for the online stream. ``init``: the weights every rank starts from, unless Ray Train hands it a
     checkpoint of this run."""
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ControllerError, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
     scaling = config.scaling
     fs, storage_path = storage.filesystem(config.run.storage)
@@ -231,18 +252,20 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     if is_local(config.ray) and not scaling.use_gpu:
         threads = max(1, local_cpus(config.ray) // scaling.workers)  # the data pipeline is light next to training
     channel = ProgressChannel(config.optim.max_steps, verbose)
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
+    # Read by Ray Train's controller, which takes it from the driver's environment.
+    os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(config.run.capacity_wait_s)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": resolved, "run_id": run_id, "tracking_uri": uri,
                            "validation": ray.put(validation), "torch_threads": threads, "progress": channel.queue,
                            "init": ray.put(init.state_dict) if init is not None else None},
-        scaling_config=ScalingConfig(
-            num_workers=scaling.workers, use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker,
-                                  **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}),
+        scaling_config=ScalingConfig(num_workers=scaling.workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name, storage_path=storage_path, storage_filesystem=fs, callbacks=[channel.relay()],
-            failure_config=FailureConfig(max_failures=config.run.max_failures),
+            # A worker group that found no room within capacity_wait_s fails the run (no controller retries).
+            failure_config=FailureConfig(max_failures=config.run.max_failures, controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep,
                                                checkpoint_score_attribute="score",
                                                checkpoint_score_order="max")),
@@ -250,7 +273,17 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     with console.without_lines(console.RAYLET_NOTICES, enabled=not verbose, stream="stdout"), channel:
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        except ControllerError as err:
+            if not isinstance(err.controller_failure, WorkerGroupStartupTimeoutError):
+                raise
+            step = latest_checkpoint_step(config.run.storage, run_name)
+            raise NoCapacity(
+                f"the Ray cluster had no room for {scaling.workers} worker(s) x {resources} within "
+                f"run.capacity_wait_s ({config.run.capacity_wait_s:g} s); "
+                f"{f'the last checkpoint is at step {step}' if step else 'no checkpoint yet'}: submit again with "
+                f"--name {run_name} to resume") from None
 
 
 def online_training_stream(source: str, config: TrainConfig, samples_per_step: int, resume_step: int):

@@ -38,6 +38,8 @@ Item = TypeVar("Item")
 
 # What MLflow prints on stderr, outside its loggers, when it registers a model; the summary says it.
 REGISTRY_NOTICES = ("Successfully registered model", "Registered model", "Created version")
+# What MLflow prints when a run on a tracking server ends; the driver names the run itself.
+RUN_LINKS = ("🏃 View run", "🧪 View experiment")
 # What Ray's raylet pushes to the driver's stdout about workers that died, whatever ``log_to_driver``
 # says; the training driver reports a failed worker group in its own words.
 RAYLET_NOTICES = ("(raylet",)  # "(raylet)", or "(raylet, ip=…)" from another node
@@ -109,10 +111,11 @@ def without_lines(prefixes: tuple[str, ...], enabled: bool = True, stream: str =
 
 
 class _LineFilter(io.TextIOBase):
-    """A text stream that forwards whole lines to ``target`` unless they start with one of ``prefixes``."""
+    """A text stream that forwards whole lines to ``target`` unless they start with one of ``prefixes``, or
+    continue such a line (blank or indented lines right after it: Ray prints a node's log tail that way)."""
 
     def __init__(self, target: TextIO, prefixes: tuple[str, ...]) -> None:
-        self.target, self.prefixes, self.pending = target, prefixes, ""
+        self.target, self.prefixes, self.pending, self.dropping = target, prefixes, "", False
 
     def write(self, text: str) -> int:
         self.pending += text
@@ -123,7 +126,10 @@ class _LineFilter(io.TextIOBase):
         return len(text)
 
     def _dropped(self, line: str) -> bool:
-        return ANSI_CODES.sub("", line).startswith(self.prefixes)
+        plain = ANSI_CODES.sub("", line)
+        continues = self.dropping and (not plain.strip() or plain[0].isspace())
+        self.dropping = continues or plain.startswith(self.prefixes)
+        return self.dropping
 
     def isatty(self) -> bool:
         return self.target.isatty()

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import console
 from .config import ConfigError
 from .errors import PipelineError
 
@@ -168,7 +169,8 @@ def finish_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, 
     client = _client(uri)
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, value)
-    client.set_terminated(run_id, status)
+    with console.without_lines(console.RUN_LINKS, stream="stdout"):
+        client.set_terminated(run_id, status)
 
 
 def run_tag(uri: str, run_id: str, key: str) -> str | None:

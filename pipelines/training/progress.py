@@ -232,17 +232,21 @@ class ProgressChannel:
     """The driver's end: a Ray queue that rank 0 and the controller write to, and a thread that renders it.
 
     Needs Ray to be initialised. The queue's actor reserves no CPU, so it never keeps a training worker or
-    the data pipeline from being scheduled.
+    the data pipeline from being scheduled, and lives on the driver's node: on another node it would be
+    lost with that node, and the run would go on without a line.
     """
 
     def __init__(self, total: int, verbose: bool = False, out: TextIO | None = None) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         out = out or sys.stdout
         # Redrawing in place is for a terminal that shows nothing else; with the libraries' logs
         # interleaved (verbose), separate lines read better.
         self.view = ProgressView(total, out, live=out.isatty() and not verbose)
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._render, name="training-progress", daemon=True)
 

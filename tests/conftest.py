@@ -33,8 +33,9 @@ def pytest_sessionstart(session):
 # The files that take minutes (training runs, the local stack), slowest first. Under ``make test``'s workers
 # (pytest-xdist, a file per worker at a time) a file collected last would run alone at the end; started first,
 # they overlap with everything else.
-LONGEST_FILES = ("tests/pipelines/test_train_resume.py", "tests/pipelines/test_train.py",
-                 "tests/infra/test_local_stack.py", "tests/bench/test_ablation.py")
+LONGEST_FILES = ("tests/pipelines/test_train_resume.py", "tests/pipelines/test_cluster_training.py",
+                 "tests/pipelines/test_train.py", "tests/pipelines/test_cluster.py", "tests/infra/test_local_stack.py",
+                 "tests/bench/test_ablation.py")
 
 
 def pytest_collection_modifyitems(config, items):

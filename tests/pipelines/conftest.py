@@ -269,7 +269,8 @@ def ray_cluster(s3_endpoint):
         patch.delenv("RAY_ADDRESS", raising=False)
         # Workers import ``pipelines`` by name; make that work whatever the install looks like.
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance, whatever cluster Ray's record on disk names (ray_nodes writes one).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         DataContext.get_current().enable_progress_bars = False
         # Ray Data logs every operator's metrics at DEBUG; a failing test's report would drown in them.
         data_logger = logging.getLogger("ray.data")
@@ -279,6 +280,55 @@ def ray_cluster(s3_endpoint):
         finally:
             data_logger.setLevel(level)
             ray.shutdown()
+
+
+# A worker node's CPUs: one training rank at scaling.cpus_per_worker=2, and one CPU left for its Ray Data tasks.
+NODE_CPUS = 3
+
+
+@dataclass
+class RayNodes:
+    """A Ray cluster on 127.0.0.1 (``ray.cluster_utils``: a raylet per node, as Ray's own tests run several
+    nodes on one machine). Its head runs no work, as on our production cluster: tasks and training ranks go
+    to the worker nodes. The test process does not join it; CLIs do, with ``env``."""
+
+    cluster: Any
+    env: dict[str, str]  # cli_environment() with RAY_ADDRESS naming this cluster
+
+    @property
+    def workers(self) -> list:
+        return list(self.cluster.worker_nodes)
+
+    def add_worker(self):
+        return self.cluster.add_node(num_cpus=NODE_CPUS, node_ip_address="127.0.0.1")
+
+    def kill(self, node) -> None:
+        """SIGKILL the node's raylet and everything it started, as when its machine is lost."""
+        self.cluster.remove_node(node, allow_graceful=False)
+
+
+@pytest.fixture(scope="module")
+def ray_nodes(s3_endpoint) -> RayNodes:
+    """A head and two worker nodes (``RayNodes``), fresh for each test file; tests may kill and add nodes."""
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        environment = cli_environment()
+        for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH"):  # inherited by every node's processes
+            patch.setenv(key, environment[key])
+        # With a dashboard, as production has (Ray Train's controller queries it). A lost node is declared
+        # dead within ten seconds, not Ray's default half minute; not less, for nodes slowed by a busy machine.
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True,
+            "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 10}})
+        nodes = RayNodes(cluster, {**environment, "RAY_ADDRESS": cluster.address})
+        for _ in range(2):
+            nodes.add_worker()
+        try:
+            yield nodes
+        finally:
+            cluster.shutdown()
 
 
 def synthesis_config(**changes: Any):

@@ -41,7 +41,8 @@ def kill_run(process: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+# Generous: with two test workers on two cores, a training run takes up to four times as long as alone.
+def finish(process: subprocess.Popen, timeout: float = 900) -> str:
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -58,20 +59,26 @@ def checkpoint_steps(storage_uri: str, run_name: str) -> set[int]:
             for part in info.uri.split("/") if part.startswith("step-")}
 
 
-def wait_for_checkpoint(process: subprocess.Popen, timeout: float = 300) -> tuple[int, list[str]]:
-    """Read the run's output up to its next "step N/M: checkpoint ..." line, which the driver prints once Ray
-    Train has registered the checkpoint (a step folder on disk may still be half-written), and return N with
-    the lines read."""
+def wait_for_line(process: subprocess.Popen, pattern: str, timeout: float = 600) -> tuple[re.Match, list[str]]:
+    """Read the run's output up to the next line that matches ``pattern``; return the match and the lines read."""
     deadline, lines = time.monotonic() + timeout, []
     while select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
         line = process.stdout.readline()
         if not line:
-            pytest.fail("training ended before a checkpoint:\n" + "".join(lines)[-4000:])
+            pytest.fail(f"training ended before a line matching {pattern!r}:\n" + "".join(lines)[-4000:])
         lines.append(line)
-        if checkpointed := re.match(r"step (\d+)/\d+: checkpoint ", line):
-            return int(checkpointed[1]), lines
+        if found := re.match(pattern, line):
+            return found, lines
     kill_run(process)
-    pytest.fail(f"no checkpoint after {timeout} s:\n" + "".join(lines)[-4000:])
+    pytest.fail(f"no line matching {pattern!r} after {timeout} s:\n" + "".join(lines)[-4000:])
+
+
+def wait_for_checkpoint(process: subprocess.Popen, timeout: float = 600) -> tuple[int, list[str]]:
+    """Read the run's output up to its next "step N/M: checkpoint ..." line, which the driver prints once Ray
+    Train has registered the checkpoint (a step folder on disk may still be half-written), and return N with
+    the lines read."""
+    checkpointed, lines = wait_for_line(process, r"step (\d+)/\d+: checkpoint ", timeout)
+    return int(checkpointed[1]), lines
 
 
 def assert_console_speaks_for_the_job(output: str, run_name: str, total: int, checkpoints: list[int]) -> None:

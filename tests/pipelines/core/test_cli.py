@@ -312,19 +312,6 @@ def test_gpu_work_in_process_without_cuda_is_a_setup_error(monkeypatch):
     check_local_gpu(False, workers=0)
 
 
-def test_a_ray_cluster_that_does_not_answer_is_named(monkeypatch):
-    import ray
-
-    from pipelines.core.runtime import RayConfig, RayUnreachable, init_ray
-
-    def unreachable(*args, **kwargs):
-        raise ConnectionError("Could not find any running Ray instance.")
-
-    monkeypatch.setattr(ray, "init", unreachable)
-    with pytest.raises(RayUnreachable, match=r"cannot join the Ray cluster at ray://head:10001"):
-        init_ray(RayConfig(address="ray://head:10001"))
-
-
 # --- errors from Ray workers --------------------------------------------------------------------------
 
 def test_user_error_finds_a_pipeline_error_inside_ray_s_wrappers():

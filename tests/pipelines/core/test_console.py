@@ -24,3 +24,14 @@ def test_without_lines_drops_the_named_notices_and_passes_the_rest(capsys):
         print("Registered model 'x' ...", file=sys.stderr)
         print("error: something else", file=sys.stderr)
     assert capsys.readouterr().err == "error: something else\n"
+
+
+def test_the_indented_lines_that_continue_a_dropped_notice_go_with_it(capsys):
+    with console.without_lines(console.RAYLET_NOTICES, stream="stdout"):
+        print("step 3/36: checkpoint step-00000003")
+        print("(raylet, ip=10.0.3.7) A worker died or was killed while executing a task:\n"
+              "    - objects spillable: 17\n\n    [2026-12-04 23:43:05,389 W 10041] (raylet) store.cc:366: ...\n")
+        print("run lost-nodes (c0a5e140) at http://127.0.0.1:5000\n  model:      models:/cpl-restore/1")
+    assert capsys.readouterr().out == ("step 3/36: checkpoint step-00000003\n"
+                                       "run lost-nodes (c0a5e140) at http://127.0.0.1:5000\n"
+                                       "  model:      models:/cpl-restore/1\n")

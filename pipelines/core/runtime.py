@@ -58,8 +58,9 @@ def init_ray(config: RayConfig, log_to_driver: bool = False, dashboard: bool = F
     from ray.data import DataContext
 
     local = is_local(config)
-    if not local:
-        check_reachable(config.address or os.environ["RAY_ADDRESS"])
+    address = None if local else config.address or os.environ["RAY_ADDRESS"]
+    if address is not None:
+        check_reachable(address)
     try:
         ray.init(address="local" if local else config.address, num_cpus=local_cpus(config) if local else None,
                  include_dashboard=dashboard and local, dashboard_host="127.0.0.1",
@@ -68,8 +69,7 @@ def init_ray(config: RayConfig, log_to_driver: bool = False, dashboard: bool = F
     except ConnectionError as err:
         if local:  # a local instance that fails to start is not a setting to fix
             raise
-        address = config.address or os.environ.get("RAY_ADDRESS")
-        raise RayUnreachable(f"cannot join the Ray cluster at {address} (ray.address or RAY_ADDRESS): {err}") from None
+        raise _unreachable(address, str(err)) from None
     DataContext.get_current().enable_progress_bars = config.progress_bars
     check_locations(locations or {})
 
@@ -94,8 +94,11 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout).close()
     except OSError as err:
-        raise RayUnreachable(f"cannot join the Ray cluster at {address} (ray.address or RAY_ADDRESS): "
-                             f"nothing answers at {host}:{port} ({err.strerror or err})") from None
+        raise _unreachable(address, f"nothing answers at {host}:{port} ({err.strerror or err})") from None
+
+
+def _unreachable(address: str, why: str) -> RayUnreachable:
+    return RayUnreachable(f"cannot join the Ray cluster at {address} (ray.address or RAY_ADDRESS): {why}")
 
 
 def cluster_nodes() -> int:
@@ -131,12 +134,12 @@ def check_locations(locations: dict[str, str | None]) -> None:
     Raises:
         ConfigError: naming the first such key and what to use instead.
     """
-    named = {key: uri for key, uri in locations.items() if uri and node_local_path(uri) is not None}
+    paths = {key: node_local_path(uri) for key, uri in locations.items() if uri}
+    named = {key: (locations[key], Path(path).resolve()) for key, path in paths.items() if path is not None}
     if not named or (nodes := cluster_nodes()) <= 1:
         return
     shared = shared_paths()
-    for key, uri in named.items():
-        path = Path(node_local_path(uri)).resolve()
+    for key, (uri, path) in named.items():
         if any(path == root or root in path.parents for root in shared):
             continue
         instead = "an HTTP tracking server (http://…)" if uri.startswith(("sqlite:", "file:")) else "s3://…"

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 
 # A run of two ranks, one on each worker node, checkpointing every 3 steps: long enough for three losses.
 LOST_NODE_STEPS = 36
-CAPACITY_WAIT_S = 15
+# Ray Train's start timeout covers starting the group's workers too, not only finding room: on 2 cores busy with
+# the other test worker, a resubmitted run's group once did not start within 15 s.
+CAPACITY_WAIT_S = 60
 FAILED = r"worker group failed \(rank (\d)[^)]*\); restarted from the checkpoint at step (\d+)$"
 
 

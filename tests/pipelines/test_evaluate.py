@@ -484,7 +484,8 @@ def test_two_files_with_one_name_are_reported_not_guessed_between(tmp_path):
     assert benchmark.skipped == {layouts.SAME_NAME: ["t/input/a.png"]}  # sorted: a.jpg pairs, a.png is reported
 
 
-def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brightener, tmp_path):
+def test_task_folders_with_any_name_are_logged_as_metrics(mlflow_server, brightener, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     data = tmp_path / "data"
     photo = next(iter(photo_halves(1, 64).values()))
     write_rgb(data / "Rain100L (heavy)" / "input" / "0.png", (photo * 0.5).astype(np.uint8))

@@ -64,7 +64,7 @@ class Progress:
 class Reporter:
     """What a rank other than 0 reports: nothing beyond what every rank reports to Ray Train."""
 
-    def started(self, progress: Progress) -> None:
+    def started(self, progress: Progress, placement: list[tuple[str, str]]) -> None:
         pass
 
     def stepped(self, progress: Progress, sums: dict[str, float], lr: float, seconds: float, waited: float,
@@ -95,10 +95,10 @@ class RankZeroReporter(Reporter):
         self.logger = tracking.RunLogger(loop_config["tracking_uri"], loop_config["run_id"])
         self.validation = ray.get(loop_config["validation"])
 
-    def started(self, progress: Progress) -> None:
+    def started(self, progress: Progress, placement: list[tuple[str, str]]) -> None:
         self.logger.flush(progress.pending)  # what a crash between report and flush left behind
         progress.pending = []
-        send(self.queue, Started(progress.step))
+        send(self.queue, Started(progress.step, tuple(placement)))
 
     def stepped(self, progress: Progress, sums: dict[str, float], lr: float, seconds: float, waited: float,
                 samples: int) -> None:
@@ -262,7 +262,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ema.load_state_dict(client_state["ema"])
 
     reporter = RankZeroReporter(loop_config, config, device) if rank == 0 else Reporter()
-    reporter.started(progress)
+    reporter.started(progress, rank_placement(world_size))
 
     batches = endless_batches(ray.train.get_dataset_shard("train"), config, rank)
     samples_per_step = config.data.batch_size * optim.accumulation * world_size
@@ -290,6 +290,19 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                          samples_per_step)
         if progress.step % config.checkpoint.every == 0 or progress.step == optim.max_steps:
             report_checkpoint(engine, ema, progress, reporter)
+
+
+def rank_placement(world_size: int) -> list[tuple[str, str]]:
+    """(IP, Ray node id) of every rank, in rank order; every rank must call it (a collective)."""
+    import ray
+    import torch.distributed as dist
+
+    here = (ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
+    if world_size == 1:
+        return [here]
+    gathered: list[tuple[str, str]] = [here] * world_size
+    dist.all_gather_object(gathered, here)
+    return [tuple(node) for node in gathered]
 
 
 def report_checkpoint(engine: Any, ema: cpl_model.WeightAverage | None, progress: Progress,

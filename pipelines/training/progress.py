@@ -7,7 +7,8 @@
         trainer.fit()
 
 Events travel through one Ray queue. Rank 0's reporter (``loop.RankZeroReporter``) sends ``Started`` whenever
-a worker group starts (a restart resumes from the last checkpoint) and ``Stepped`` every step; Ray
+a worker group starts (a restart resumes from the last checkpoint; the line names each rank's node once the
+ranks span nodes) and ``Stepped`` every step; Ray
 Train's controller sends ``Checkpointed`` once per checkpoint, after every rank has reported it, and
 ``Failed`` when a worker group fails. The workers' own output stays out of the console (Ray starts with
 ``log_to_driver`` off unless verbose), so these lines are all the console shows of the fit.
@@ -32,9 +33,11 @@ LINES = 10  # progress lines of a whole run when the console cannot redraw one i
 
 @dataclass(frozen=True)
 class Started:
-    """A worker group started at ``step`` (above 0 when it resumed from a checkpoint)."""
+    """A worker group started at ``step`` (above 0 when it resumed from a checkpoint), with the node of each
+    rank (``placement``, in rank order: (IP, Ray node id))."""
 
     step: int
+    placement: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,27 @@ def progress_text(step: int, total: int, loss: float = math.nan, samples_per_s: 
     return "  ".join(parts)
 
 
+def placement_text(placement: tuple[tuple[str, str], ...]) -> str:
+    """``ranks 0-3 on 10.0.0.5 (node 1a2b3c4d), ranks 4-7 on 10.0.0.6 (node 9f8e7d6c)``: the nodes in the order
+    of their first rank; a node by its IP and the start of its Ray node id (IPs alone can repeat)."""
+    held: dict[tuple[str, str], list[int]] = {}
+    for rank, node in enumerate(placement):
+        held.setdefault(node, []).append(rank)
+    return ", ".join(f"{'rank' if len(ranks) == 1 else 'ranks'} {rank_ranges(ranks)} on {ip} (node {node_id[:8]})"
+                     for (ip, node_id), ranks in held.items())
+
+
+def rank_ranges(ranks: list[int]) -> str:
+    """``0-3,6``: ascending ranks, runs of three or more as ranges."""
+    runs: list[list[int]] = []
+    for rank in ranks:
+        if runs and rank == runs[-1][-1] + 1:
+            runs[-1].append(rank)
+        else:
+            runs.append([rank])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs)
+
+
 def checkpoint_text(event: Checkpointed, total: int) -> str:
     return (f"step {event.step}/{total}: checkpoint {event.name}, validation PSNR {event.val_psnr:.2f} dB "
             f"(input {event.input_psnr:.2f}, best {event.best_psnr:.2f})"
@@ -135,6 +159,8 @@ class ProgressView:
             self.failure = None
         elif event.step:
             self.line(f"resuming from {where}")
+        if len({node_id for _, node_id in event.placement}) > 1:  # where the ranks went, once they span nodes
+            self.line(f"placement: {placement_text(event.placement)}")
         if self.live:  # a terminal shows the bar from the start, while the first batches are made
             self._draw(progress_text(event.step, self.total, val_psnr=self.val_psnr))
 

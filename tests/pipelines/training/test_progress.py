@@ -57,6 +57,20 @@ def test_a_restarted_worker_group_is_one_line_naming_the_failure_and_the_step_it
     assert lines[lines.index(restarts[0]) + 1].startswith("step 11/20 [")  # the new group's first step shows
 
 
+def test_ranks_spread_over_nodes_are_named_by_node_after_each_start_and_not_on_one_node():
+    one_node = (("127.0.0.1", "aa" * 28),) * 2
+    spread = (("10.0.0.5", "1a2b3c4d" + "0" * 48), ("10.0.0.6", "9f8e7d6c" + "0" * 48),
+              ("10.0.0.5", "1a2b3c4d" + "0" * 48))
+    failed = progress.Failed("rank 1: ActorDiedError: the actor died unexpectedly")
+    lines = run_view([progress.Started(0, one_node), *steps(1, 12), failed, progress.Started(10, spread),
+                      *steps(11, 20)]).splitlines()
+    assert [line for line in lines if line.startswith("placement")] == [
+        "placement: ranks 0,2 on 10.0.0.5 (node 1a2b3c4d), rank 1 on 10.0.0.6 (node 9f8e7d6c)"]
+    assert lines[lines.index("placement: ranks 0,2 on 10.0.0.5 (node 1a2b3c4d), rank 1 on 10.0.0.6 (node 9f8e7d6c)")
+                 - 1].startswith("worker group failed (rank 1")
+    assert progress.rank_ranges([0, 1, 2, 3, 5, 6, 8]) == "0-3,5,6,8"
+
+
 class HealthCheckFailed(Exception):
     """Shaped like Ray Train's WorkerHealthCheckFailedError: a message, and the error beneath it."""
 

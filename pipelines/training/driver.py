@@ -234,7 +234,6 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     checkpoint of this run."""
     import ray
     from ray.train import CheckpointConfig, ControllerError, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
     from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
@@ -255,7 +254,7 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
     # Read by Ray Train's controller, which takes it from the driver's environment.
     os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(config.run.capacity_wait_s)
-    trainer = TorchTrainer(
+    trainer = trainer_class()(
         train_loop,
         train_loop_config={"config": resolved, "run_id": run_id, "tracking_uri": uri,
                            "validation": ray.put(validation), "torch_threads": threads, "progress": channel.queue,
@@ -284,6 +283,26 @@ def _fit(config: TrainConfig, resolved: dict, run_name: str, run_id: str, uri: s
                 f"run.capacity_wait_s ({config.run.capacity_wait_s:g} s); "
                 f"{f'the last checkpoint is at step {step}' if step else 'no checkpoint yet'}: submit again with "
                 f"--name {run_name} to resume") from None
+
+
+def trainer_class() -> type:
+    """Ray Train's ``TorchTrainer`` without its placement-group cleaner.
+
+    The cleaner is a detached actor that removes the worker group's placement group once it believes the
+    controller dead. It asks the state API of whichever cluster the machine's record of the latest Ray cluster
+    names (``ray_current_cluster``), not of its own: on a machine with a second Ray instance it found no
+    controller there and removed a live run's placement group, killing its workers. Without it nothing leaks,
+    since Ray removes a job's placement groups when the job ends.
+    """
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class Trainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [callback for callback in super()._create_default_callbacks()
+                    if not isinstance(callback, PlacementGroupCleanerCallback)]
+
+    return Trainer
 
 
 def online_training_stream(source: str, config: TrainConfig, samples_per_step: int, resume_step: int):

@@ -7,6 +7,7 @@ tampers with or adds to a dataset works on a copy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -329,6 +330,21 @@ def ray_nodes(s3_endpoint) -> RayNodes:
             yield nodes
         finally:
             cluster.shutdown()
+
+
+@contextlib.contextmanager
+def another_ray_instance():
+    """A second Ray instance on this machine, a head with a dashboard and no work. Started last, it is the one
+    that Ray's record of the machine's latest cluster (``ray_current_cluster``) names."""
+    from ray.cluster_utils import Cluster
+
+    other = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": free_port()})
+    try:
+        yield other
+    finally:
+        other.shutdown()
 
 
 def synthesis_config(**changes: Any):

@@ -5,16 +5,14 @@ MLflow run, fails in one line when no node comes back in time, and resumes when 
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
 
-from .conftest import RayNodes, new_bucket
+from .conftest import RayNodes, another_ray_instance, new_bucket
 from .train_runs import (
     FAST,
     finish,
@@ -30,24 +28,26 @@ pytestmark = pytest.mark.slow
 
 # A run of two ranks, one on each worker node, checkpointing every 3 steps: long enough for three losses.
 LOST_NODE_STEPS = 36
-# Ray Train's start timeout covers starting the group's workers too, not only finding room: on 2 cores busy with
-# the other test worker, a resubmitted run's group once did not start within 15 s.
-CAPACITY_WAIT_S = 60
+# The run waits this long for a node that never comes; a node that joins is found within seconds.
+CAPACITY_WAIT_S = 30
 FAILED = r"worker group failed \(rank (\d)[^)]*\); restarted from the checkpoint at step (\d+)$"
+PLACEMENT = r"placement: (.*)$"
 
 
-def node_of_rank(nodes: RayNodes, rank: int):
-    """The node that ``rank`` of the run's current worker group is on, as Ray Train's state API tells (with
-    RAY_TRAIN_ENABLE_STATE_TRACKING): ranks follow the order in which the group's workers were placed."""
-    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+def wait_for_placement(process: subprocess.Popen) -> tuple[dict[int, str], list[str]]:
+    """Read the run's output up to the line that says where a worker group's ranks went (ranks follow the
+    order in which the group's workers were placed, not node ids); return each rank's node id prefix."""
+    found, seen = wait_for_line(process, PLACEMENT)
+    placement = {}
+    for ranks, node in re.findall(r"ranks? ([\d,-]+) on \S+ \(node ([0-9a-f]+)\)", found[1]):
+        for part in ranks.split(","):
+            first, _, last = part.partition("-")
+            placement.update(dict.fromkeys(range(int(first), int(last or first) + 1), node))
+    return placement, seen
 
-    url = f"http://{nodes.cluster.webui_url.removeprefix('http://')}/api/train/v2/runs/v1"
-    request = urllib.request.Request(url, headers=get_auth_headers_if_auth_enabled({}))  # Ray's token, if on
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.load(response)["train_runs"]
-    (attempt,) = [attempt for run in runs for attempt in run["attempts"] if attempt["status"] == "RUNNING"]
-    (node_id,) = [worker["node_id"] for worker in attempt["workers"] if worker["world_rank"] == rank]
-    (node,) = [node for node in nodes.workers if node.node_id == node_id]
+
+def node_holding(nodes: RayNodes, prefix: str):
+    (node,) = [node for node in nodes.workers if node.node_id.startswith(prefix)]
     return node
 
 
@@ -56,27 +56,35 @@ def lost_nodes(ray_nodes, train_env, s3_dataset, mlflow_server) -> SimpleNamespa
     """One training run across the two worker nodes, checkpoints in S3 and metrics on the MLflow server, that
     loses a node three times: rank 1's and then rank 0's, each replaced by a new node; then a node that no new
     node replaces within run.capacity_wait_s, so the run fails. Once a node is back, the same command resumes it.
+
+    Meanwhile another Ray instance starts on the machine. Ray Train's placement-group cleaner took it for the
+    run's cluster, found no controller there and removed the run's workers; the run must not notice it.
     """
     storage_uri = f"s3://{new_bucket()}/runs"
-    env = {**train_env, "RAY_ADDRESS": ray_nodes.env["RAY_ADDRESS"], "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
+    env = {**train_env, "RAY_ADDRESS": ray_nodes.env["RAY_ADDRESS"]}
     args = ["--name", "lost-nodes", "--set", f"data.dataset={s3_dataset.uri}", "--set", f"run.storage={storage_uri}",
             "--set", "scaling.workers=2", "--set", "scaling.cpus_per_worker=2", "--set", "run.max_failures=3",
             "--set", f"run.capacity_wait_s={CAPACITY_WAIT_S}", "--set", f"optim.max_steps={LOST_NODE_STEPS}",
             "--set", "optim.warmup_steps=1", *[f"--set={item}" for item in FAST], "--set", "checkpoint.every=3",
             "--set", "data.batch_size=1"]  # the shared dataset's few train pairs, split over two ranks
     first = start_train(env, *args)
-    lines, failures = [], []
-    for rank in (1, 0):
-        _, seen = wait_for_checkpoint(first)
-        lines += seen
-        ray_nodes.kill(node_of_rank(ray_nodes, rank))
-        ray_nodes.add_worker()
-        failed, seen = wait_for_line(first, FAILED)
-        lines += seen
-        failures.append((rank, int(failed[1]), int(failed[2])))
+    placement, lines = wait_for_placement(first)
+    assert set(placement) == {0, 1} and placement[0] != placement[1], "".join(lines)
+    failures = []
+    with another_ray_instance():
+        for rank in (1, 0):
+            _, seen = wait_for_checkpoint(first)
+            lines += seen
+            ray_nodes.kill(node_holding(ray_nodes, placement[rank]))
+            ray_nodes.add_worker()
+            failed, seen = wait_for_line(first, FAILED)
+            lines += seen
+            failures.append((rank, int(failed[1]), int(failed[2])))
+            placement, seen = wait_for_placement(first)
+            lines += seen
     _, seen = wait_for_checkpoint(first)
     lines += seen
-    ray_nodes.kill(node_of_rank(ray_nodes, 0))
+    ray_nodes.kill(node_holding(ray_nodes, placement[0]))
     started = time.monotonic()
     try:
         output, _ = first.communicate(timeout=CAPACITY_WAIT_S + 240)

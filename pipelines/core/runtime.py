@@ -142,7 +142,7 @@ def check_locations(locations: dict[str, str | None]) -> None:
     for key, (uri, path) in named.items():
         if any(path == root or root in path.parents for root in shared):
             continue
-        instead = "an HTTP tracking server (http://…)" if uri.startswith(("sqlite:", "file:")) else "s3://…"
+        instead = "an HTTP tracking server (http://…)" if key.startswith("MLFLOW_TRACKING_URI") else "s3://…"
         raise ConfigError(f"{key}: {uri} is on this machine only, and the Ray cluster spans {nodes} nodes; use "
                           f"{instead}, or list a folder every node mounts in {SHARED_PATHS_VARIABLE}")
 

@@ -173,7 +173,8 @@ def evaluation_set(photos: dict[str, np.ndarray], settings: Settings) -> Pairs:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, pairs: Pairs, device: torch.device, batch: int = 16) -> dict[str, dict[str, float]]:
+def evaluate(model: torch.nn.Module, pairs: Pairs, device: torch.device,
+             batch: int = 16) -> dict[str, dict[str, float]]:
     """Per task: mean PSNR and SSIM of the restoration and of the degraded input."""
     model.eval()
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -225,7 +226,8 @@ def train(run: Run) -> dict[str, Any]:
     model = cpl_model.build_model(settings.preset, variant.prompt, seed=run.seed)
     torch.nn.init.zeros_(model.output.weight)  # start from the identity, as pipelines/train.py does
     model = model.to(device)
-    objective = cpl_model.RestorationLoss(cpl_model.LossConfig(reconstruction=variant.reconstruction, cpr=cpr_config(run))).to(device)
+    loss_config = cpl_model.LossConfig(reconstruction=variant.reconstruction, cpr=cpr_config(run))
+    objective = cpl_model.RestorationLoss(loss_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
         torch.optim.lr_scheduler.LinearLR(optimizer, 1 / settings.warmup, 1.0, settings.warmup),

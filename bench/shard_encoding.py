@@ -58,7 +58,8 @@ def read_raw(data, patch):
 
 def read_png(data, patch):
     table = pq.read_table(pa.BufferReader(data))
-    return [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for b in table.column("degraded").to_pylist()]
+    return [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED)
+            for b in table.column("degraded").to_pylist()]
 
 
 def timed(fn, *args, repeats=5):

@@ -65,7 +65,8 @@ def test_a_room_of_pipelines_imports_only_the_rooms_below_it(room):
 
 def test_pipelines_holds_the_entry_points_and_its_rooms_only():
     files = {path.name for path in (REPO_ROOT / "pipelines").glob("*.py")}
-    folders = {path.name for path in (REPO_ROOT / "pipelines").iterdir() if path.is_dir() and path.name != "__pycache__"}
+    folders = {path.name for path in (REPO_ROOT / "pipelines").iterdir()
+               if path.is_dir() and path.name != "__pycache__"}
     assert files == {"__init__.py"} | {f"{name}.py" for name in ENTRY_POINTS}
     assert folders == set(ROOMS)
 

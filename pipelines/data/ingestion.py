@@ -250,7 +250,8 @@ def run(config: IngestConfig) -> int:
     print(f"published {storage.join(dataset, 'v=' + manifest['version'])} ({section.layout})")
     for split, counts in manifest["counts"].items():
         if counts:
-            print(f"  {split}: {sum(counts.values())} pairs ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+            by_task = ", ".join(f"{task}: {count}" for task, count in sorted(counts.items()))
+            print(f"  {split}: {sum(counts.values())} pairs ({by_task})")
     print(f"  {len(manifest['shards'])} shards; skipped: "
           f"{ {reason: len(files) for reason, files in manifest['skipped'].items()} or 'none'}")
     return 0

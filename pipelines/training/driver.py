@@ -331,8 +331,9 @@ def mix_versions(config: TrainConfig, uri: str, run_name: str) -> list[str | Non
     none was recorded), so that a moved LATEST does not switch its data; all None for a new run."""
     started = tracking.find_run(uri, config.tracking.experiment, run_name)
     tags = started.data.tags if started is not None else {}
-    return [tags.get(f"dataset.{i}.version") if entry.version == versions.LATEST and tags.get(f"dataset.{i}") == storage.absolute(entry.uri)
-            else None for i, entry in enumerate(config.data.datasets)]
+    return [tags.get(f"dataset.{i}.version")
+            if entry.version == versions.LATEST and tags.get(f"dataset.{i}") == storage.absolute(entry.uri) else None
+            for i, entry in enumerate(config.data.datasets)]
 
 
 def latest_checkpoint_step(storage_uri: str, run_name: str) -> int:

@@ -63,8 +63,8 @@ def test_network_and_training_code_change_only_the_code_version(source_copy):
     assert versions()[0] != code and versions()[1] == synthesis
 
 
-@pytest.mark.parametrize("edited", ["degradation_synth/ops/haze.py", "pipelines/data/synthesis.py", "pipelines/data/shards.py",
-                                    "pipelines/data/sources.py"])
+@pytest.mark.parametrize("edited", ["degradation_synth/ops/haze.py", "pipelines/data/synthesis.py",
+                                    "pipelines/data/shards.py", "pipelines/data/sources.py"])
 def test_data_code_changes_both_versions(source_copy, edited):
     code, synthesis = versions()
     append(source_copy / edited, "# an edit\n")

@@ -114,7 +114,8 @@ def test_a_transform_for_one_split_makes_exactly_that_split_s_rows_and_skips_the
 def test_recipe_weights_steer_the_mixture(files):
     many = transform_config(crops_per_image=8)
     even = Counter(Synthesize(many)(source_batch(files))["recipe"])
-    skewed = Counter(Synthesize(transform_config(crops_per_image=8, recipe_weights={"haze": 1e-6}))(source_batch(files))["recipe"])
+    rare_haze = transform_config(crops_per_image=8, recipe_weights={"haze": 1e-6})
+    skewed = Counter(Synthesize(rare_haze)(source_batch(files))["recipe"])
     assert set(even) == {"noise25", "haze"}
     assert skewed == {"noise25": 8 * len(files)}
 
@@ -194,7 +195,8 @@ def test_weights_of_an_unknown_recipe_are_an_error_and_of_one_not_mixed_in_ignor
     with pytest.raises(ValueError, match="recipe_weights names 'rian', which is not a recipe"):
         SynthesisConfig(recipes="haze,noise25", recipe_weights={"rian": 2.0}).resolved_recipes()
     # A known recipe that is not mixed in: its weight is ignored, so narrowing `recipes` keeps the defaults valid.
-    assert [r.name for r in SynthesisConfig(recipes="haze", recipe_weights={"rain": 2.0}).resolved_recipes()] == ["haze"]
+    narrowed = SynthesisConfig(recipes="haze", recipe_weights={"rain": 2.0})
+    assert [r.name for r in narrowed.resolved_recipes()] == ["haze"]
 
 
 def test_recipe_files_add_named_recipes_usable_beside_built_in_ones(tmp_path):

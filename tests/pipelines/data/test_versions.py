@@ -81,7 +81,8 @@ def test_publishing_a_version_twice_fails_and_keeps_the_first_manifest(dataset):
 
 def test_concurrent_publishers_of_one_version_leave_exactly_one_intact_manifest(dataset):
     shards = {"part-train-00000.parquet": b"shared rows"}
-    storage.write_bytes(storage.join(dataset, f"v={MID}", "part-train-00000.parquet"), shards["part-train-00000.parquet"])
+    storage.write_bytes(storage.join(dataset, f"v={MID}", "part-train-00000.parquet"),
+                        shards["part-train-00000.parquet"])
     results = run_together(6, lambda i: versions.publish(dataset, MID, manifest_for(MID, shards, writer=i)))
     winners = [i for i, result in enumerate(results) if result is None]
     assert len(winners) == 1, results

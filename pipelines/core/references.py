@@ -22,6 +22,7 @@ from typing import Any
 
 from . import storage
 from .errors import DataError, PipelineError
+from .runtime import TRACKING_STORE_KEY
 
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -56,7 +57,7 @@ def is_mlflow(reference: str) -> bool:
 def read_by_actors(ref: ModelRef, tracking_uri: str) -> dict[str, str]:
     """What Ray actors that load ``ref`` read, by key (for ``runtime.check_locations``): the checkpoint, or
     the tracking store a models:/ or runs:/ reference resolves in."""
-    return {"MLFLOW_TRACKING_URI": tracking_uri} if is_mlflow(ref.reference) else {"model": ref.uri}
+    return {TRACKING_STORE_KEY: tracking_uri} if is_mlflow(ref.reference) else {"model": ref.uri}
 
 
 def resolve(reference: str, tracking_uri: str) -> ModelRef:

@@ -19,6 +19,9 @@ LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRES
 # Folders every node of a cluster mounts at the same path (an NFS or FSx mount), separated by os.pathsep:
 # local paths under them are accepted on a cluster that spans machines.
 SHARED_PATHS_VARIABLE = "CPL_SHARED_PATHS"
+# The key under which callers pass the tracking store to ``check_locations``: a refused one is told to use a
+# tracking server, not object storage.
+TRACKING_STORE_KEY = "MLFLOW_TRACKING_URI"
 
 
 class RayUnreachable(PipelineError, ConnectionError):
@@ -142,7 +145,7 @@ def check_locations(locations: dict[str, str | None]) -> None:
     for key, (uri, path) in named.items():
         if any(path == root or root in path.parents for root in shared):
             continue
-        instead = "an HTTP tracking server (http://…)" if key.startswith("MLFLOW_TRACKING_URI") else "s3://…"
+        instead = "an HTTP tracking server (http://…)" if key.startswith(TRACKING_STORE_KEY) else "s3://…"
         raise ConfigError(f"{key}: {uri} is on this machine only, and the Ray cluster spans {nodes} nodes; use "
                           f"{instead}, or list a folder every node mounts in {SHARED_PATHS_VARIABLE}")
 

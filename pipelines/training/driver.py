@@ -35,7 +35,7 @@ import cpl_model
 from ..core import console, provenance, storage, tracking
 from ..core.config import ConfigError
 from ..core.errors import SetupError
-from ..core.runtime import init_ray, is_local, local_cpus
+from ..core.runtime import TRACKING_STORE_KEY, init_ray, is_local, local_cpus
 from ..data import job, online, patches, shards, sources, synthesis, versions
 from ..data.sources import SAMPLES
 from .config import TrainConfig, tracking_uri
@@ -205,7 +205,7 @@ def train(config: TrainConfig, verbose: bool = False) -> Summary:
 def read_by_workers(config: TrainConfig, source: str, tracking: str) -> dict[str, str | None]:
     """The locations Ray workers read or write, by key (for ``runtime.check_locations``); the sample photos
     ship with every node's environment."""
-    return {"run.storage": config.run.storage, "MLFLOW_TRACKING_URI (or tracking.uri)": tracking,
+    return {"run.storage": config.run.storage, f"{TRACKING_STORE_KEY} (or tracking.uri)": tracking,
             "data.dataset": config.data.dataset,
             **{f"data.datasets.{i}.uri": entry.uri for i, entry in enumerate(config.data.datasets)},
             "data.source": None if config.data.dataset or config.data.datasets or config.data.source == SAMPLES

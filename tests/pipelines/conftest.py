@@ -308,21 +308,27 @@ class RayNodes:
         self.cluster.remove_node(node, allow_graceful=False)
 
 
+def ray_head(**head_args: Any):
+    """A ``ray.cluster_utils.Cluster`` whose head, on 127.0.0.1, runs no work and serves a dashboard, as
+    production's does (Ray Train's controller queries it). It becomes the cluster that Ray's record of the
+    machine's latest cluster (``ray_current_cluster``) names."""
+    from ray.cluster_utils import Cluster
+
+    return Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": free_port(), **head_args})
+
+
 @pytest.fixture(scope="module")
 def ray_nodes(s3_endpoint) -> RayNodes:
     """A head and two worker nodes (``RayNodes``), fresh for each test file; tests may kill and add nodes."""
-    from ray.cluster_utils import Cluster
-
     with pytest.MonkeyPatch.context() as patch:
         environment = cli_environment()
         for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH"):  # inherited by every node's processes
             patch.setenv(key, environment[key])
-        # With a dashboard, as production has (Ray Train's controller queries it). A lost node is declared
-        # dead within ten seconds, not Ray's default half minute; not less, for nodes slowed by a busy machine.
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True,
-            "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
-            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 10}})
+        # A lost node is declared dead within ten seconds, not Ray's default half minute; not less, for nodes
+        # slowed by a busy machine.
+        cluster = ray_head(_system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 10})
         nodes = RayNodes(cluster, {**environment, "RAY_ADDRESS": cluster.address})
         for _ in range(2):
             nodes.add_worker()
@@ -334,13 +340,8 @@ def ray_nodes(s3_endpoint) -> RayNodes:
 
 @contextlib.contextmanager
 def another_ray_instance():
-    """A second Ray instance on this machine, a head with a dashboard and no work. Started last, it is the one
-    that Ray's record of the machine's latest cluster (``ray_current_cluster``) names."""
-    from ray.cluster_utils import Cluster
-
-    other = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": free_port()})
+    """A second Ray instance on this machine (``ray_head`` alone), which Ray's record now names."""
+    other = ray_head()
     try:
         yield other
     finally:

@@ -302,7 +302,7 @@ def rank_placement(world_size: int) -> list[tuple[str, str]]:
         return [here]
     gathered: list[tuple[str, str]] = [here] * world_size
     dist.all_gather_object(gathered, here)
-    return [tuple(node) for node in gathered]
+    return gathered
 
 
 def report_checkpoint(engine: Any, ema: cpl_model.WeightAverage | None, progress: Progress,
